@@ -1,0 +1,273 @@
+"""Load the inventory: defaults.yaml plus one <domain>.yaml per domain, merged and validated.
+
+Every problem is collected (not just the first) and reported as
+``file:line:col: what is wrong (at json/path)``, pointing into whichever file holds the value.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from reconciler.errors import ConfigError, FilterSyntaxError, SpecErrors
+from reconciler.ldapfilter import parse_filter
+from reconciler.spec import DEFAULT_FLAVOR, FLAVOR_DEFAULTS, DomainSpec, build_spec
+from reconciler.yamlio import JsonPath, Position, YamlDocument, load_yaml
+
+DEFAULTS_FILE = "defaults.yaml"
+SPEC_SCHEMA = "domain.schema.json"
+
+_DOMAIN_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a spec, with where it is."""
+
+    where: Position | None
+    path: JsonPath
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.where}: " if self.where else ""
+        at = "/".join(str(p) for p in self.path)
+        return f"{where}{self.message}" + (f" (at {at})" if at else "")
+
+
+def schema_dir() -> Path:
+    """The schemas: beside the package in a wheel, at the repository root in a checkout."""
+    packaged = Path(__file__).parent / "schemas"
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "schemas"
+
+
+@cache
+def _spec_validator() -> jsonschema.Draft7Validator:
+    schema = json.loads((schema_dir() / SPEC_SCHEMA).read_text(encoding="utf-8"))
+    return jsonschema.Draft7Validator(schema)
+
+
+def spec_files(inventory_dir: Path) -> list[Path]:
+    """The domain spec files of an inventory, sorted (defaults.yaml is not one)."""
+    if not inventory_dir.is_dir():
+        raise ConfigError(
+            f"inventory directory {inventory_dir} does not exist",
+            "run from the repository root or pass -i/--inventory DIR",
+        )
+    return sorted(p for p in inventory_dir.glob("*.yaml") if p.name != DEFAULTS_FILE)
+
+
+def load_specs(inventory_dir: Path, domains: Sequence[str] = ()) -> list[DomainSpec]:
+    """Load and validate the named domains (default: all); raise SpecErrors on any problem."""
+    specs, problems = check_inventory(inventory_dir, domains)
+    if problems:
+        raise SpecErrors([str(p) for p in problems])
+    return specs
+
+
+def check_inventory(
+    inventory_dir: Path, domains: Sequence[str] = ()
+) -> tuple[list[DomainSpec], list[Problem]]:
+    """Validate the inventory; returns the valid specs and every problem found."""
+    files = spec_files(inventory_dir)
+    if domains:
+        by_name = {p.stem.lower(): p for p in files}
+        missing = [d for d in domains if d.lower() not in by_name]
+        if missing:
+            raise ConfigError(
+                f"no spec for {', '.join(missing)} in {inventory_dir}",
+                f"expected {inventory_dir / (missing[0] + '.yaml')}",
+            )
+        files = [by_name[d.lower()] for d in dict.fromkeys(domains)]
+    elif not files:
+        raise ConfigError(f"no domain specs (*.yaml) in {inventory_dir}")
+
+    defaults_file = inventory_dir / DEFAULTS_FILE
+    defaults = load_yaml(defaults_file) if defaults_file.exists() else None
+    problems: list[Problem] = []
+    if defaults is not None:
+        problems += _check_layer_alone(defaults)
+
+    specs: list[DomainSpec] = []
+    for file in files:
+        doc = load_yaml(file)
+        layers = [doc] + ([defaults] if defaults is not None else [])
+        found = _check_spec(doc, layers, inventory_dir)
+        problems += [p for p in found if p not in problems]
+        if not found:
+            merged = _merge(defaults.data if defaults else {}, doc.data)
+            specs.append(build_spec(merged, file, inventory_dir))
+    return specs, problems
+
+
+def _merge(base: Any, override: Any) -> Any:
+    """Deep merge like Ansible group vars: mappings merge, lists and scalars replace."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = _merge(base.get(key), value) if key in base else value
+        return merged
+    return override
+
+
+def _check_layer_alone(doc: YamlDocument) -> list[Problem]:
+    """The defaults on their own: every schema rule except the required keys."""
+    if not isinstance(doc.data, dict):
+        return [Problem(doc.locate([]), [], "expected a mapping of spec keys")]
+    errors = [e for e in _spec_validator().iter_errors(doc.data) if e.validator != "required"]
+    return [p for e in errors for p in _schema_problems(e, [doc])]
+
+
+def _check_spec(
+    doc: YamlDocument, layers: list[YamlDocument], inventory_dir: Path
+) -> list[Problem]:
+    if not isinstance(doc.data, dict):
+        return [Problem(doc.locate([]), [], "expected a mapping of spec keys")]
+    defaults = layers[1].data if len(layers) > 1 and isinstance(layers[1].data, dict) else {}
+    merged = _merge(defaults, doc.data)
+    errors = sorted(_spec_validator().iter_errors(merged), key=lambda e: list(map(str, e.path)))
+    problems = [p for e in errors for p in _schema_problems(e, layers)]
+    if not problems:
+        problems = _semantic_problems(merged, doc, layers, inventory_dir)
+    return problems
+
+
+def _locate(
+    layers: Iterable[YamlDocument], path: JsonPath, *, key: bool = False
+) -> Position | None:
+    """The position of ``path`` in the first layer (spec before defaults) that writes it."""
+    for layer in layers:
+        where = layer.locate(path, key=key)
+        if where is not None:
+            return where
+    return None
+
+
+_TYPE_NAMES = {
+    "array": "a list",
+    "object": "a mapping",
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "null": "null",
+}
+
+
+def _describe(value: Any) -> str:
+    for kind, python in (
+        ("boolean", bool),
+        ("integer", int),
+        ("number", float),
+        ("string", str),
+        ("array", list),
+        ("object", dict),
+    ):
+        if isinstance(value, python):
+            return _TYPE_NAMES[kind]
+    return _TYPE_NAMES["null"]
+
+
+def _schema_problems(
+    error: jsonschema.ValidationError, layers: list[YamlDocument]
+) -> list[Problem]:
+    """Turn one jsonschema error into messages a spec author can act on, at the right line."""
+    path = list(error.absolute_path)
+    schema: Any = error.schema
+    instance: Any = error.instance
+    expected: Any = error.validator_value
+    if error.validator == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        unknown = [k for k in instance if k not in allowed]
+        problems = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; allowed: {', '.join(allowed)}"
+            problems.append(
+                Problem(
+                    _locate(layers, [*path, key], key=True),
+                    [*path, key],
+                    f"unknown key '{key}'{hint}",
+                )
+            )
+        return problems
+    if error.validator == "required":
+        missing = str(error.message).split("'")[1]
+        where = next((w for w in (layer.locate_mapping(path) for layer in layers) if w), None)
+        return [Problem(where, path, f"missing required key '{missing}'")]
+    if error.validator == "type":
+        wanted = expected
+        wanted_names = [wanted] if isinstance(wanted, str) else list(wanted)
+        expected = " or ".join(_TYPE_NAMES.get(w, w) for w in wanted_names)
+        message = f"expected {expected}, got {_describe(instance)} ({instance!r})"
+        return [Problem(_locate(layers, path), path, message)]
+    if error.validator == "enum":
+        choices = [str(c) for c in expected]
+        close = difflib.get_close_matches(str(instance), choices, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        message = f"{instance!r} is not one of {', '.join(choices)}{hint}"
+        return [Problem(_locate(layers, path), path, message)]
+    if (
+        error.validator == "pattern"
+        and path
+        and "attribute" in str(schema.get("description"))
+    ):
+        message = f"{instance!r} is not an LDAP attribute name"
+        return [Problem(_locate(layers, path), path, message)]
+    return [Problem(_locate(layers, path), path, error.message)]
+
+
+def _semantic_problems(
+    merged: Mapping[str, Any], doc: YamlDocument, layers: list[YamlDocument], inventory_dir: Path
+) -> list[Problem]:
+    """What the schema cannot say: names match, filters parse, domains and files are real."""
+    problems: list[Problem] = []
+
+    def add(path: JsonPath, message: str) -> None:
+        problems.append(Problem(_locate(layers, path), path, message))
+
+    domain = merged["domain"]
+    if domain_problem := _domain_name_problem(domain):
+        add(["domain"], domain_problem)
+    elif doc.file.stem.lower() != domain.lower():
+        add(
+            ["domain"],
+            f"domain '{domain}' does not match the file name; "
+            f"rename the file to {domain.lower()}.yaml",
+        )
+    for index, alias in enumerate(merged.get("domain_aliases", [])):
+        if alias_problem := _domain_name_problem(alias):
+            add(["domain_aliases", index], alias_problem)
+        elif alias.lower() == domain.lower():
+            add(["domain_aliases", index], f"'{alias}' is the domain itself")
+
+    flavor = merged["directory"].get("flavor", DEFAULT_FLAVOR)
+    users = {**FLAVOR_DEFAULTS[flavor], **merged.get("users", {})}
+    try:
+        parse_filter(users["filter"])
+    except FilterSyntaxError as exc:
+        add(["users", "filter"], f"invalid LDAP filter: {exc.message}")
+
+    ldif = merged["directory"].get("ldif")
+    if ldif and not (inventory_dir / ldif).is_file():
+        add(["directory", "ldif"], f"LDIF file {inventory_dir / ldif} does not exist")
+    return problems
+
+
+def _domain_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a usable mail domain, or None when it is."""
+    try:
+        ascii_name = name.strip().rstrip(".").encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return f"'{name}' is not a valid domain name"
+    labels = ascii_name.split(".")
+    if len(ascii_name) > 253 or len(labels) < 2 or not all(_DOMAIN_LABEL.match(x) for x in labels):
+        return f"'{name}' is not a valid domain name (expected something like example.com)"
+    return None

@@ -1,0 +1,118 @@
+"""The domain spec as the rest of the program sees it: frozen, complete, already validated.
+
+``inventory.py`` loads and checks the YAML; this module turns a merged, schema-valid mapping
+into a :class:`DomainSpec`, filling in what the directory flavor implies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# What each directory flavor means for the users keys a spec leaves out (DESIGN.md §3).
+FLAVOR_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
+    "active_directory": {
+        "filter": "(&(objectCategory=person)(objectClass=user)(mail=*))",
+        "mail_attribute": "mail",
+        "alias_attributes": ["proxyAddresses"],
+        "name_attribute": "displayName",
+        "id_attribute": "objectGUID",
+    },
+    "openldap": {
+        "filter": "(&(objectClass=inetOrgPerson)(mail=*))",
+        "mail_attribute": "mail",
+        "alias_attributes": ["mailAlternateAddress"],
+        "name_attribute": "cn",
+        "id_attribute": "entryUUID",
+    },
+    "generic": {
+        "filter": "(mail=*)",
+        "mail_attribute": "mail",
+        "alias_attributes": [],
+        "name_attribute": "cn",
+        "id_attribute": None,
+    },
+}
+DEFAULT_FLAVOR = "generic"
+
+
+@dataclass(frozen=True)
+class DirectorySpec:
+    flavor: str
+    ldif: Path | None
+    base_dn: str | None
+
+
+@dataclass(frozen=True)
+class UsersSpec:
+    filter: str
+    mail_attribute: str
+    alias_attributes: tuple[str, ...]
+    name_attribute: str | None
+    id_attribute: str | None
+
+    def attributes(self) -> tuple[str, ...]:
+        """The attributes the mapping reads, so a directory source can request only those."""
+        names = [self.mail_attribute, *self.alias_attributes]
+        names += [a for a in (self.name_attribute, self.id_attribute) if a]
+        return tuple(dict.fromkeys(names))
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """One managed domain: where its directory is and how entries become recipients."""
+
+    domain: str
+    domain_aliases: tuple[str, ...]
+    directory: DirectorySpec
+    users: UsersSpec
+    exclude: tuple[str, ...]
+    source: Path
+    digest: str
+
+    @property
+    def managed_domains(self) -> frozenset[str]:
+        """Mail domains whose addresses this spec owns; addresses elsewhere are dropped."""
+        return frozenset((self.domain, *self.domain_aliases))
+
+
+def build_spec(merged: Mapping[str, Any], source: Path, inventory_dir: Path) -> DomainSpec:
+    """Build the spec from a merged mapping that already passed the schema and semantic checks."""
+    directory = merged["directory"]
+    flavor = directory.get("flavor", DEFAULT_FLAVOR)
+    users = {**FLAVOR_DEFAULTS[flavor], **merged.get("users", {})}
+    ldif = directory.get("ldif")
+    return DomainSpec(
+        domain=normalize_domain(merged["domain"]),
+        domain_aliases=tuple(normalize_domain(d) for d in merged.get("domain_aliases", [])),
+        directory=DirectorySpec(
+            flavor=flavor,
+            ldif=(inventory_dir / ldif) if ldif else None,
+            base_dn=directory.get("base_dn"),
+        ),
+        users=UsersSpec(
+            filter=users["filter"],
+            mail_attribute=users["mail_attribute"],
+            alias_attributes=tuple(users["alias_attributes"]),
+            name_attribute=users["name_attribute"],
+            id_attribute=users["id_attribute"],
+        ),
+        exclude=tuple(p.lower() for p in merged.get("exclude", [])),
+        source=source,
+        digest=spec_digest(merged),
+    )
+
+
+def normalize_domain(domain: str) -> str:
+    """Lower-case ASCII form of a domain name (IDN labels in their xn-- form)."""
+    return domain.strip().rstrip(".").encode("idna").decode("ascii").lower()
+
+
+def spec_digest(merged: Mapping[str, Any]) -> str:
+    """A digest of the effective spec, so a saved plan can tell when the spec changed."""
+    canonical = json.dumps(merged, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
