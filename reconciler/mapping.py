@@ -1,0 +1,176 @@
+"""Directory entries + spec → the desired recipients of one domain (pure, one streaming pass)."""
+
+from __future__ import annotations
+
+import base64
+import re
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+
+from reconciler.directory import Entry, Value
+from reconciler.recipient import Recipient
+from reconciler.spec import DomainSpec
+
+# "SMTP:" marks the primary address, "smtp:" a secondary one; X500:, SIP:, X400: … are not mail.
+_PREFIXED = re.compile(r"^([A-Za-z][A-Za-z0-9]*):(.*)$", re.DOTALL)
+
+# Reasons an address from the directory is not a recipient, as counted in the plan.
+FOREIGN_DOMAIN = "foreign domain"
+EXCLUDED = "excluded"
+INVALID = "invalid address"
+NO_ADDRESS = "entry without address"
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """An address that two different entries claim; never resolved silently."""
+
+    address: str
+    dns: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"{self.address} is claimed by {len(self.dns)} entries: " + "; ".join(self.dns)
+
+
+@dataclass
+class MappingResult:
+    """What the mapping made of the directory: recipients, and what it left out and why."""
+
+    recipients: dict[str, Recipient] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)  # address -> DN that produced it
+    dropped: Counter[str] = field(default_factory=Counter)
+    conflicts: dict[str, set[str]] = field(default_factory=dict)
+    entries_without_id: int = 0
+    entries_read: int = 0
+
+    def conflict_list(self) -> tuple[Conflict, ...]:
+        return tuple(Conflict(a, tuple(sorted(d))) for a, d in sorted(self.conflicts.items()))
+
+
+def map_entries(entries: Iterable[Entry], spec: DomainSpec) -> MappingResult:
+    """Map every entry to its mailbox and aliases in one pass; only the result is kept."""
+    result = MappingResult()
+    for entry in entries:
+        result.entries_read += 1
+        _map_user(entry, spec, result)
+    for address in result.conflicts:
+        result.recipients.pop(address, None)
+    return result
+
+
+def _map_user(entry: Entry, spec: DomainSpec, result: MappingResult) -> None:
+    users = spec.users
+    primary_raw = entry.first(users.mail_attribute)
+    addresses = [v for a in users.alias_attributes for v in _mail_values(entry.values(a))]
+    if primary_raw is None:
+        # A proxyAddresses "SMTP:" value is the primary address when there is no mail attribute.
+        primary_raw = next(
+            (v for a in users.alias_attributes for v in _primary_values(entry.values(a))), None
+        )
+    if primary_raw is None:
+        result.dropped[NO_ADDRESS] += 1
+        return
+    primary = _normalize(primary_raw)
+    if primary is None:
+        result.dropped[INVALID] += 1
+        return
+
+    entry_id = _identity(entry, users.id_attribute)
+    if entry_id is None:
+        result.entries_without_id += 1
+        entry_id = entry.dn
+    if _accept(primary, spec, result):
+        name = entry.first(users.name_attribute) if users.name_attribute else None
+        mailbox = Recipient(kind="mailbox", name=_text(name), id=entry_id, status="active")
+        _claim(primary, mailbox, entry.dn, result)
+
+    extra_mail = [v for v in entry.values(users.mail_attribute)[1:] if isinstance(v, str)]
+    seen = {primary}
+    for raw in (*extra_mail, *addresses):
+        address = _normalize(raw)
+        if address is None:
+            result.dropped[INVALID] += 1
+            continue
+        if address in seen:
+            continue
+        seen.add(address)
+        if _accept(address, spec, result):
+            _claim(address, Recipient(kind="alias", target=primary), entry.dn, result)
+
+
+def _claim(address: str, recipient: Recipient, dn: str, result: MappingResult) -> None:
+    owner = result.owners.get(address)
+    if owner is not None and owner != dn:
+        result.conflicts.setdefault(address, {owner}).add(dn)
+        return
+    result.owners[address] = dn
+    result.recipients[address] = recipient
+
+
+def _accept(address: str, spec: DomainSpec, result: MappingResult) -> bool:
+    """Whether this address belongs to the domain and is not excluded; counts it when not."""
+    if address.rpartition("@")[2] not in spec.managed_domains:
+        result.dropped[FOREIGN_DOMAIN] += 1
+        return False
+    if any(fnmatchcase(address, pattern) for pattern in spec.exclude):
+        result.dropped[EXCLUDED] += 1
+        return False
+    return True
+
+
+def _mail_values(values: Iterable[Value]) -> Iterable[str]:
+    """Addresses in a multi-valued attribute: plain values and smtp:-prefixed ones."""
+    for value in values:
+        if not isinstance(value, str):
+            continue
+        match = _PREFIXED.match(value)
+        if match is None:
+            yield value
+        elif match.group(1).lower() == "smtp":
+            yield match.group(2)
+
+
+def _primary_values(values: Iterable[Value]) -> Iterable[str]:
+    for value in values:
+        if isinstance(value, str) and value.startswith("SMTP:"):
+            yield value[5:]
+
+
+def _normalize(value: Value) -> str | None:
+    """The stored form of an address (trimmed, lower case), or None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    address = value.strip().lower()
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain or any(c.isspace() for c in address):
+        return None
+    try:
+        domain = domain.rstrip(".").encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
+    return f"{local}@{domain}"
+
+
+def _identity(entry: Entry, attribute: str | None) -> str | None:
+    """The entry's stable id as text: AD objectGUID in its usual form, other binaries base64."""
+    if attribute is None:
+        return None
+    value = entry.first(attribute)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if attribute.lower() == "objectguid" and len(value) == 16:
+        return str(uuid.UUID(bytes_le=value))
+    return "base64:" + base64.b64encode(value).decode("ascii")
+
+
+def _text(value: Value | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value

@@ -1,0 +1,64 @@
+"""The recipient: what the state records per address and what the mapping produces."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+KINDS = ("mailbox", "alias", "list")
+STATUSES = ("active", "disabled")
+
+# The order fields are written in, so a state line always reads the same way.
+FIELD_ORDER = ("kind", "name", "id", "status", "target", "members")
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """One address's record. The address itself is the key it is stored under."""
+
+    kind: str
+    name: str | None = None
+    id: str | None = None
+    status: str | None = None
+    target: str | None = None
+    members: tuple[str, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain form written to the state and to JSON plans: no empty fields, fixed order."""
+        data: dict[str, Any] = {}
+        for field in FIELD_ORDER:
+            value = getattr(self, field)
+            if value is not None:
+                data[field] = list(value) if isinstance(value, tuple) else value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Recipient:
+        """Inverse of :meth:`to_dict`; raises ValueError naming the first bad field."""
+        unknown = sorted(set(data) - set(FIELD_ORDER))
+        if unknown:
+            raise ValueError(f"unknown field {unknown[0]!r}")
+        kind = data.get("kind")
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        for field in ("name", "id", "status", "target"):
+            if data.get(field) is not None and not isinstance(data[field], str):
+                raise ValueError(f"{field} must be a string")
+        if data.get("status") not in (None, *STATUSES):
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}")
+        if kind == "alias" and not data.get("target"):
+            raise ValueError("an alias needs a target")
+        members = data.get("members")
+        if members is not None and (
+            not isinstance(members, list) or not all(isinstance(m, str) for m in members)
+        ):
+            raise ValueError("members must be a list of addresses")
+        return cls(
+            kind=kind,
+            name=data.get("name"),
+            id=data.get("id"),
+            status=data.get("status"),
+            target=data.get("target"),
+            members=tuple(members) if members is not None else None,
+        )
