@@ -1,0 +1,163 @@
+"""Changes and plans: the diff between existing and desired recipients (pure).
+
+A :class:`Change` knows how to describe itself, so the plan text, the JSON plan and the commit
+message are renderings of the same objects, and what `plan` shows is what `apply` writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from reconciler.mapping import Conflict
+from reconciler.recipient import FIELD_ORDER, Recipient
+from reconciler.state import Hold
+
+Action = Literal["add", "update", "remove"]
+SYMBOLS: Mapping[str, str] = {"remove": "-", "update": "~", "add": "+"}
+# Removals first: they are what a reviewer must look at hardest.
+ACTION_ORDER: tuple[Action, ...] = ("remove", "update", "add")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One address added, updated or removed."""
+
+    action: Action
+    address: str
+    old: Recipient | None
+    new: Recipient | None
+
+    def field_changes(self) -> list[tuple[str, Any, Any]]:
+        """(field, old value, new value) for every field that differs (updates only)."""
+        old = self.old.to_dict() if self.old else {}
+        new = self.new.to_dict() if self.new else {}
+        return [(f, old.get(f), new.get(f)) for f in FIELD_ORDER if old.get(f) != new.get(f)]
+
+    def describe(self) -> str:
+        """One human line: ``+ alice@example.com  mailbox "Alice Smith"``."""
+        if self.action == "update":
+            details = ", ".join(f"{f}: {_show(o)} → {_show(n)}" for f, o, n in self.field_changes())
+            return f"~ {self.address}  {details}"
+        recipient = self.new if self.action == "add" else self.old
+        assert recipient is not None
+        return f"{SYMBOLS[self.action]} {self.address}  {summarize(recipient)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"action": self.action, "address": self.address}
+        if self.old is not None:
+            data["old"] = self.old.to_dict()
+        if self.new is not None:
+            data["new"] = self.new.to_dict()
+        return data
+
+
+def summarize(recipient: Recipient) -> str:
+    """A short description of a recipient for plan lines."""
+    if recipient.kind == "alias":
+        return f"alias → {recipient.target}"
+    parts = [recipient.kind]
+    if recipient.name:
+        parts.append(json.dumps(recipient.name, ensure_ascii=False))
+    if recipient.status and recipient.status != "active":
+        parts.append(f"({recipient.status})")
+    if recipient.members is not None:
+        parts.append(f"{len(recipient.members)} members")
+    return " ".join(parts)
+
+
+def _show(value: Any) -> str:
+    return "(none)" if value is None else json.dumps(value, ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class DomainPlan:
+    """Everything `plan` found for one domain, and everything `apply` needs to act on it."""
+
+    domain: str
+    changes: tuple[Change, ...]
+    existing_count: int
+    desired_count: int
+    source: str
+    dropped: Mapping[str, int] = field(default_factory=dict)
+    conflicts: tuple[Conflict, ...] = ()
+    hold: Hold | None = None
+    notes: tuple[str, ...] = ()
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(("add", "update", "remove"), 0)
+        for change in self.changes:
+            counts[change.action] += 1
+        return counts
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.changes)
+
+    def refusals(self) -> list[str]:
+        """Why `apply` must not act on this plan; empty when it may."""
+        reasons = [f"conflict: {c.describe()}" for c in self.conflicts]
+        if self.desired_count == 0 and self.existing_count > 0:
+            # An empty read is far more often a broken filter or export than everyone leaving.
+            reasons.append(
+                f"the directory gave no recipients while the state has {self.existing_count}; "
+                "check the source and the users filter"
+            )
+        if self.hold is not None:
+            reasons.append(
+                f"{self.domain} is on hold since {self.hold.since}: {self.hold.reason}; "
+                f"lift it with `reconciler resume {self.domain}`"
+            )
+        return reasons
+
+    def summary(self) -> str:
+        """The one-line summary used in plan output and as the commit subject."""
+        counts = self.counts()
+        if not self.changes:
+            return f"{self.domain}: in sync ({self.existing_count} recipients)"
+        after = self.existing_count + counts["add"] - counts["remove"]
+        return (
+            f"{self.domain}: {counts['add']} to add, {counts['update']} to update, "
+            f"{counts['remove']} to remove ({self.existing_count} → {after} recipients)"
+        )
+
+    def digest(self) -> str:
+        """Identifies exactly this set of changes (what an approval names)."""
+        payload = json.dumps(
+            [self.domain, [c.to_dict() for c in self.changes]],
+            sort_keys=True,
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
+def compute_changes(
+    existing: Mapping[str, Recipient], desired: Mapping[str, Recipient]
+) -> tuple[Change, ...]:
+    """The changes that turn ``existing`` into ``desired``: removals first, sorted by address."""
+    removed = [Change("remove", a, existing[a], None) for a in existing.keys() - desired.keys()]
+    added = [Change("add", a, None, desired[a]) for a in desired.keys() - existing.keys()]
+    updated = [
+        Change("update", a, existing[a], desired[a])
+        for a in existing.keys() & desired.keys()
+        if existing[a] != desired[a]
+    ]
+    order = {action: i for i, action in enumerate(ACTION_ORDER)}
+    return tuple(sorted((*removed, *added, *updated), key=lambda c: (order[c.action], c.address)))
+
+
+def apply_changes(
+    existing: Mapping[str, Recipient], changes: tuple[Change, ...]
+) -> dict[str, Recipient]:
+    """The recipients after ``changes``: exactly what the plan showed, nothing recomputed."""
+    result = dict(existing)
+    for change in changes:
+        if change.new is None:
+            del result[change.address]
+        else:
+            result[change.address] = change.new
+    return result

@@ -1,0 +1,216 @@
+"""The state file state/<domain>.yaml: one line per address, canonical, loaded on a fast path.
+
+Each recipient line is ``  address: {json object}``. JSON objects are valid YAML flow mappings,
+so the file stays YAML for every other tool, while this module reads and writes it line by line
+with ``json`` (ruamel's round-trip loader needs minutes for 100k lines). A file that does not
+follow the canonical layout (a hand-resolved merge, say) is still read, through the slower YAML
+safe loader, and is rewritten canonically by the next apply.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reconciler.errors import StateError
+from reconciler.recipient import Recipient
+
+# A key written without quotes: plain YAML-safe characters only, so it can never be misread.
+_PLAIN_KEY = re.compile(r"^[a-z0-9][a-z0-9._+=-]*@[a-z0-9][a-z0-9.-]*$")
+# Characters YAML does not allow raw in a double-quoted scalar, or reads as a line break.
+_YAML_UNSAFE = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]"
+)
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Set by rollback: syncs of the domain are refused until `resume`."""
+
+    reason: str
+    since: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"reason": self.reason, "since": self.since}
+
+
+@dataclass(frozen=True)
+class State:
+    """What Git records for one domain."""
+
+    domain: str
+    recipients: Mapping[str, Recipient] = field(default_factory=dict)
+    hold: Hold | None = None
+
+
+def _json(value: Any) -> str:
+    """Compact JSON that is also a valid YAML flow node and stays on one line."""
+    text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+    return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _key(address: str) -> str:
+    return address if _PLAIN_KEY.match(address) else _json(address)
+
+
+def dump_state(state: State, spec_source: str) -> str:
+    """The canonical text of a state file: sorted, one recipient per line, byte-stable."""
+    hold = _json(state.hold.to_dict()) if state.hold else "null"
+    lines = [
+        f"# Managed by reconciler from {spec_source}. Do not edit by hand.",
+        f"domain: {state.domain}",  # validated domain names need no quoting
+        f"hold: {hold}",
+    ]
+    if not state.recipients:
+        lines.append("recipients: {}")
+    else:
+        lines.append("recipients:")
+        lines += [
+            f"  {_key(a)}: {_json(state.recipients[a].to_dict())}" for a in sorted(state.recipients)
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_state(path: Path, text: str) -> None:
+    """Replace ``path`` atomically: readers see the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            Path(tmp).unlink()
+        raise
+
+
+def load_state(path: Path, domain: str) -> State:
+    """The state of ``domain`` from ``path``; a missing file is a domain never synced."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return State(domain)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StateError(f"{path}: cannot read the state file: {exc}") from None
+    return parse_state(text, path, domain)
+
+
+def parse_state(text: str, path: Path, domain: str) -> State:
+    """Parse state text, fast when canonical, through YAML otherwise."""
+    try:
+        data = _parse_canonical(text)
+    except _NotCanonical:
+        data = _parse_yaml(text, path)
+    return _to_state(data, path, domain)
+
+
+class _NotCanonical(Exception):
+    pass
+
+
+def _parse_canonical(text: str) -> dict[str, Any]:
+    """Read the layout :func:`dump_state` writes; raise _NotCanonical on anything else."""
+    data: dict[str, Any] = {}
+    recipients: dict[str, tuple[int, Any]] = {}
+    in_recipients = False
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line or line.startswith("#"):
+            continue
+        if in_recipients and line.startswith("  "):
+            key, value = _split_recipient_line(line[2:])
+            if key in recipients:
+                raise _NotCanonical  # let the YAML loader report the duplicate with its line
+            recipients[key] = (number, value)
+            continue
+        name, sep, value = line.partition(": ")
+        if not sep or name not in ("domain", "hold", "recipients") or name in data:
+            if line == "recipients:" and "recipients" not in data:
+                data["recipients"] = recipients
+                in_recipients = True
+                continue
+            raise _NotCanonical
+        try:
+            data[name] = value if name == "domain" else json.loads(value)
+        except ValueError:
+            raise _NotCanonical from None
+        in_recipients = False
+    return data
+
+
+def _split_recipient_line(line: str) -> tuple[str, Any]:
+    try:
+        if line.startswith('"'):
+            key, end = json.JSONDecoder().raw_decode(line)
+            rest = line[end:]
+            if not rest.startswith(": "):
+                raise _NotCanonical
+            return key, json.loads(rest[2:])
+        key, sep, rest = line.partition(": ")
+        if not sep or not _PLAIN_KEY.match(key):
+            raise _NotCanonical
+        return key, json.loads(rest)
+    except ValueError:
+        raise _NotCanonical from None
+
+
+def _parse_yaml(text: str, path: Path) -> dict[str, Any]:
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    try:
+        data = YAML(typ="safe").load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise StateError(
+            f"{where}: the state file is not valid YAML: {exc.problem}",
+            "restore it from Git (git checkout -- FILE); state files are written by reconciler",
+        ) from None
+    except YAMLError as exc:
+        raise StateError(f"{path}: the state file is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise StateError(f"{path}: the state file is not a mapping")
+    recipients = data.get("recipients")
+    if isinstance(recipients, dict):
+        data["recipients"] = {str(k): (None, v) for k, v in recipients.items()}
+    return data
+
+
+def _to_state(data: dict[str, Any], path: Path, domain: str) -> State:
+    if data.get("domain") != domain:
+        raise StateError(f"{path}: the state file is for {data.get('domain')!r}, not {domain!r}")
+    raw_recipients = data.get("recipients")
+    if not isinstance(raw_recipients, dict):
+        raise StateError(f"{path}: 'recipients' is missing or not a mapping")
+    recipients: dict[str, Recipient] = {}
+    for address, (line, value) in raw_recipients.items():
+        where = f"{path}:{line}" if line else str(path)
+        if address != address.lower() or not isinstance(value, dict):
+            raise StateError(f"{where}: {address!r} is not a lower-case address with a mapping")
+        try:
+            recipients[address] = Recipient.from_dict(value)
+        except ValueError as exc:
+            raise StateError(f"{where}: recipient {address}: {exc}") from None
+    return State(domain, recipients, _to_hold(data.get("hold"), path))
+
+
+def _to_hold(raw: Any, path: Path) -> Hold | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("reason"), str):
+        raise StateError(f"{path}: 'hold' must be null or {{reason, since}}")
+    return Hold(reason=raw["reason"], since=str(raw.get("since", "")))
+
+
+def state_path(state_dir: Path, domain: str) -> Path:
+    return state_dir / f"{domain}.yaml"
