@@ -1,0 +1,186 @@
+"""The workflows behind the commands: plan, apply, rollback, resume, history.
+
+This is the edge where the pure middle (mapping, diff, plan) meets files, the directory and
+Git. Nothing is written until every domain of a run has been planned and checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from reconciler.directory import open_source
+from reconciler.errors import RefusedError
+from reconciler.gitstore import Commit, GitStore
+from reconciler.inventory import load_specs
+from reconciler.mapping import map_entries
+from reconciler.plan import DomainPlan, apply_changes, compute_changes
+from reconciler.render import commit_message
+from reconciler.spec import DomainSpec
+from reconciler.state import (
+    Hold,
+    State,
+    dump_state,
+    load_state,
+    parse_state,
+    state_path,
+    write_state,
+)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where the inventory and the state are, and the repository around them."""
+
+    inventory_dir: Path
+    state_dir: Path
+    repo_dir: Path
+
+    def store(self) -> GitStore:
+        return GitStore.discover(self.repo_dir)
+
+    def state_file(self, domain: str) -> Path:
+        return state_path(self.state_dir, domain)
+
+    def spec_label(self, domain: str) -> str:
+        return f"{self.inventory_dir.name}/{domain}.yaml"
+
+
+@dataclass(frozen=True)
+class Planned:
+    spec: DomainSpec
+    state: State
+    plan: DomainPlan
+
+
+@dataclass(frozen=True)
+class Applied:
+    plan: DomainPlan
+    commit: str | None  # None when there was nothing to apply
+
+
+def plan_domain(spec: DomainSpec, state: State) -> DomainPlan:
+    """Read the directory, map it and diff it against ``state``."""
+    source = open_source(spec)
+    result = map_entries(source.entries(), spec)
+    notes = []
+    if result.entries_without_id and spec.users.id_attribute:
+        notes.append(
+            f"{result.entries_without_id} entries have no {spec.users.id_attribute}; "
+            "their DN is used as id"
+        )
+    return DomainPlan(
+        domain=spec.domain,
+        changes=compute_changes(state.recipients, result.recipients),
+        existing_count=len(state.recipients),
+        desired_count=len(result.recipients),
+        source=f"{source.describe()}: {result.entries_read} entries",
+        dropped=dict(result.dropped),
+        conflicts=result.conflict_list(),
+        hold=state.hold,
+        notes=tuple(notes),
+    )
+
+
+def plan_all(workspace: Workspace, domains: Sequence[str]) -> list[Planned]:
+    """Plan every named domain (all when none are named). Writes nothing."""
+    planned = []
+    for spec in load_specs(workspace.inventory_dir, domains):
+        state = load_state(workspace.state_file(spec.domain), spec.domain)
+        planned.append(Planned(spec, state, plan_domain(spec, state)))
+    return planned
+
+
+def apply_all(workspace: Workspace, domains: Sequence[str]) -> list[Applied]:
+    """Plan, check every domain, then write and commit each changed one.
+
+    All-or-nothing across the run's checks: if any domain is refused, no domain is written.
+    Each domain's own write is all-or-nothing too (a failed commit restores its file).
+    """
+    store = workspace.store()
+    with store.lock():
+        store.preflight([workspace.state_dir, workspace.inventory_dir])
+        planned = plan_all(workspace, domains)
+        refusals = [reason for p in planned for reason in p.plan.refusals()]
+        if refusals:
+            raise RefusedError("apply refused, nothing was applied:\n  " + "\n  ".join(refusals))
+        applied = []
+        for item in planned:
+            if not item.plan.has_changes:
+                applied.append(Applied(item.plan, None))
+                continue
+            recipients = apply_changes(item.state.recipients, item.plan.changes)
+            new_state = State(item.spec.domain, recipients, item.state.hold)
+            sha = _commit_state(workspace, store, new_state, commit_message(item.plan, "apply"))
+            applied.append(Applied(item.plan, sha))
+        return applied
+
+
+def _commit_state(workspace: Workspace, store: GitStore, state: State, message: str) -> str:
+    path = workspace.state_file(state.domain)
+    write_state(path, dump_state(state, workspace.spec_label(state.domain)))
+    return store.commit_file(path, message)
+
+
+def rollback(
+    workspace: Workspace, domain: str, to: str | None, now: datetime | None = None
+) -> Applied:
+    """Restore the state of ``domain`` as of ``to`` (default: before its last sync) as a new
+    commit, and put the domain on hold so the next sync does not undo the rollback."""
+    store = workspace.store()
+    path = workspace.state_file(domain)
+    with store.lock():
+        store.preflight([workspace.state_dir])
+        current = load_state(path, domain)
+        target = store.resolve(to) if to else _before_last_sync(store, path, domain)
+        text = store.read_at(target, path)
+        restored = parse_state(text, path, domain) if text is not None else State(domain)
+        when = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        hold = Hold(reason=f"rolled back to {target[:10]}", since=when)
+        plan = DomainPlan(
+            domain=domain,
+            changes=compute_changes(current.recipients, restored.recipients),
+            existing_count=len(current.recipients),
+            desired_count=len(restored.recipients),
+            source=f"state as of {target[:10]}",
+        )
+        subject = f"Roll back {domain} to {target[:10]}"
+        message = commit_message(plan, "rollback", subject, {"Reconciler-Rollback-To": target})
+        sha = _commit_state(workspace, store, State(domain, restored.recipients, hold), message)
+        return Applied(plan, sha)
+
+
+def _before_last_sync(store: GitStore, path: Path, domain: str) -> str:
+    """The commit just before the domain's last sync (its parent)."""
+    for commit in store.log(path):
+        if commit.trailers.get("Reconciler-Action") == "apply":
+            return store.resolve(f"{commit.sha}^")
+    raise RefusedError(f"{domain} has no sync commit to roll back", "name a revision with --to REV")
+
+
+def resume(workspace: Workspace, domain: str) -> Applied:
+    """Lift the hold of ``domain`` with a commit; nothing to do when it is not held."""
+    store = workspace.store()
+    path = workspace.state_file(domain)
+    with store.lock():
+        store.preflight([workspace.state_dir])
+        state = load_state(path, domain)
+        plan = DomainPlan(domain, (), len(state.recipients), len(state.recipients), "resume")
+        if state.hold is None:
+            return Applied(plan, None)
+        message = commit_message(
+            plan, "resume", f"Resume syncs of {domain}", {"Reconciler-Hold-Was": state.hold.reason}
+        )
+        return Applied(
+            plan, _commit_state(workspace, store, State(domain, state.recipients), message)
+        )
+
+
+def history(workspace: Workspace, domains: Sequence[str]) -> list[tuple[str, Commit]]:
+    """(domain, commit) for every commit that changed a domain's state, newest first."""
+    store = workspace.store()
+    names = list(domains) or sorted(p.stem for p in workspace.state_dir.glob("*.yaml"))
+    entries = [(d, c) for d in names for c in store.log(workspace.state_file(d))]
+    return sorted(entries, key=lambda e: e[1].date, reverse=True)
