@@ -60,7 +60,11 @@ class LdifSource:
         self._keep = {a.lower() for a in users.attributes()}
 
     def describe(self) -> str:
-        return f"LDIF {self.path}"
+        try:
+            shown = self.path.resolve().relative_to(Path.cwd())
+        except ValueError:
+            shown = self.path
+        return f"LDIF {shown}"
 
     def entries(self) -> Iterator[Entry]:
         base = normalize_dn(self.base_dn or "")

@@ -76,7 +76,7 @@ def plan_domain(spec: DomainSpec, state: State) -> DomainPlan:
         changes=compute_changes(state.recipients, result.recipients),
         existing_count=len(state.recipients),
         desired_count=len(result.recipients),
-        source=f"{source.describe()}: {result.entries_read} entries",
+        source=f"{source.describe()}: {result.entries_read} matching entries",
         dropped=dict(result.dropped),
         conflicts=result.conflict_list(),
         hold=state.hold,
