@@ -1,0 +1,155 @@
+"""The change model, plans and their renderings: pure functions on literal values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+
+from reconciler.mapping import Conflict
+from reconciler.plan import DomainPlan, apply_changes, compute_changes
+from reconciler.recipient import Recipient
+from reconciler.render import commit_message, render_json, render_text
+from reconciler.state import Hold
+
+SCHEMAS = Path(__file__).parent.parent / "schemas"
+
+ALICE = Recipient(kind="mailbox", name="Alice Smith", id="g-1", status="active")
+ALICE_RENAMED = Recipient(kind="mailbox", name="Alice Jones", id="g-1", status="active")
+BOB = Recipient(kind="mailbox", name="Bob", id="g-2", status="active")
+CAROL = Recipient(kind="mailbox", name="Carol", id="g-3", status="active")
+A_SMITH = Recipient(kind="alias", target="alice@example.com")
+
+EXISTING = {"alice@example.com": ALICE, "a.smith@example.com": A_SMITH, "bob@example.com": BOB}
+DESIRED = {"alice@example.com": ALICE_RENAMED, "carol@example.com": CAROL}
+
+
+def _plan(**overrides: object) -> DomainPlan:
+    fields: dict[str, object] = {
+        "domain": "example.com",
+        "changes": compute_changes(EXISTING, DESIRED),
+        "existing_count": len(EXISTING),
+        "desired_count": len(DESIRED),
+        "source": "LDIF x.ldif: 2 matching entries",
+    }
+    fields.update(overrides)
+    return DomainPlan(**fields)  # type: ignore[arg-type]
+
+
+def test_changes_come_removals_first_then_updates_then_adds_each_sorted() -> None:
+    changes = compute_changes(EXISTING, DESIRED)
+    assert [(c.action, c.address) for c in changes] == [
+        ("remove", "a.smith@example.com"),
+        ("remove", "bob@example.com"),
+        ("update", "alice@example.com"),
+        ("add", "carol@example.com"),
+    ]
+
+
+def test_equal_recipients_make_no_change() -> None:
+    assert compute_changes(EXISTING, dict(EXISTING)) == ()
+
+
+def test_applying_the_changes_gives_exactly_the_desired_recipients() -> None:
+    assert apply_changes(EXISTING, compute_changes(EXISTING, DESIRED)) == DESIRED
+
+
+def test_each_change_describes_itself() -> None:
+    lines = [c.describe() for c in compute_changes(EXISTING, DESIRED)]
+    assert lines == [
+        "- a.smith@example.com  alias → alice@example.com",
+        '- bob@example.com  mailbox "Bob"',
+        '~ alice@example.com  name: "Alice Smith" → "Alice Jones"',
+        '+ carol@example.com  mailbox "Carol"',
+    ]
+
+
+def test_update_lists_every_changed_field_with_old_and_new_values() -> None:
+    old = Recipient(kind="mailbox", name="A", id="1", status="active")
+    new = Recipient(kind="mailbox", name="B", id="1", status="disabled")
+    (change,) = compute_changes({"a@x.org": old}, {"a@x.org": new})
+    assert change.field_changes() == [("name", "A", "B"), ("status", "active", "disabled")]
+
+
+def test_summary_counts_and_the_size_after_apply() -> None:
+    assert _plan().summary() == (
+        "example.com: 1 to add, 1 to update, 2 to remove (3 → 2 recipients)"
+    )
+    in_sync = _plan(changes=())
+    assert in_sync.summary() == "example.com: in sync (3 recipients)"
+    assert not in_sync.has_changes
+
+
+def test_digest_is_stable_and_changes_with_the_changes() -> None:
+    assert _plan().digest() == _plan().digest()
+    assert _plan().digest() != _plan(changes=compute_changes(EXISTING, {})).digest()
+
+
+def test_empty_directory_read_is_refused_when_the_state_has_recipients() -> None:
+    refusals = _plan(desired_count=0).refusals()
+    assert len(refusals) == 1
+    assert "no recipients while the state has 3" in refusals[0]
+    # A domain never synced may well start empty.
+    assert _plan(desired_count=0, existing_count=0).refusals() == []
+
+
+def test_hold_and_conflicts_are_refusals_that_say_the_way_out() -> None:
+    plan = _plan(
+        hold=Hold(reason="rolled back to abc", since="2026-01-01T00:00:00Z"),
+        conflicts=(Conflict("x@example.com", ("cn=a,dc=x", "cn=b,dc=x")),),
+    )
+    reasons = plan.refusals()
+    assert reasons[0] == "conflict: x@example.com is claimed by 2 entries: cn=a,dc=x; cn=b,dc=x"
+    assert "on hold since 2026-01-01T00:00:00Z: rolled back to abc" in reasons[1]
+    assert "reconciler resume example.com" in reasons[1]
+
+
+def test_text_rendering_is_grouped_by_domain_with_a_summary() -> None:
+    text = render_text([_plan(dropped={"excluded": 2, "foreign domain": 1})])
+    assert text.splitlines() == [
+        "example.com  (LDIF x.ldif: 2 matching entries)",
+        "  - a.smith@example.com  alias → alice@example.com",
+        '  - bob@example.com  mailbox "Bob"',
+        '  ~ alice@example.com  name: "Alice Smith" → "Alice Jones"',
+        '  + carol@example.com  mailbox "Carol"',
+        "  not managed: 2 excluded, 1 foreign domain",
+        "example.com: 1 to add, 1 to update, 2 to remove (3 → 2 recipients)",
+        "Plan: 1 to add, 1 to update, 2 to remove in 1 of 1 domain.",
+    ]
+
+
+def test_json_rendering_follows_its_schema() -> None:
+    schema = json.loads((SCHEMAS / "plan.schema.json").read_text())
+    document = json.loads(render_json([_plan(), _plan(domain="example.org", changes=())]))
+    jsonschema.Draft7Validator(schema).validate(document)
+    assert document["format_version"] == 1
+    assert document["totals"] == {"add": 1, "update": 1, "remove": 2}
+    assert document["domains"][0]["changes"][2] == {
+        "action": "update",
+        "address": "alice@example.com",
+        "old": {"kind": "mailbox", "name": "Alice Smith", "id": "g-1", "status": "active"},
+        "new": {"kind": "mailbox", "name": "Alice Jones", "id": "g-1", "status": "active"},
+    }
+
+
+def test_commit_message_is_summary_plan_and_trailers() -> None:
+    message = commit_message(_plan(), "apply")
+    subject, blank, *rest = message.splitlines()
+    assert subject == "example.com: 1 to add, 1 to update, 2 to remove (3 → 2 recipients)"
+    assert blank == ""
+    assert '  + carol@example.com  mailbox "Carol"' in rest
+    assert rest[-4:] == [
+        "Reconciler-Domain: example.com",
+        "Reconciler-Action: apply",
+        "Reconciler-Counts: add=1 update=1 remove=2",
+        f"Reconciler-Plan-Digest: {_plan().digest()}",
+    ]
+
+
+def test_commit_message_caps_the_listed_changes() -> None:
+    many = {f"u{i:05d}@example.com": BOB for i in range(1500)}
+    plan = _plan(changes=compute_changes({}, many), existing_count=0, desired_count=1500)
+    message = commit_message(plan, "apply")
+    assert message.count("\n  + ") == 1000
+    assert "  … and 500 more changes" in message
