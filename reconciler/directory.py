@@ -64,6 +64,8 @@ def normalize_dn(dn: str) -> str:
     Good enough to decide whether an entry lies under a base DN; it does not unescape
     hex pairs, so two spellings of the same escaped value may still differ.
     """
+    if not dn.strip():
+        return ""  # the root DSE: every entry is under it
     rdns = []
     for rdn in _UNESCAPED_COMMA.split(dn.strip()):
         attr, _, value = rdn.partition("=")

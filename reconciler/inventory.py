@@ -97,7 +97,11 @@ def check_inventory(
 
     specs: list[DomainSpec] = []
     for file in files:
-        doc = load_yaml(file)
+        try:
+            doc = load_yaml(file)
+        except ConfigError as exc:  # a YAML error in one spec must not hide the other specs'
+            problems.append(Problem(None, [], exc.message))
+            continue
         layers = [doc] + ([defaults] if defaults is not None else [])
         found = _check_spec(doc, layers, inventory_dir)
         problems += [p for p in found if p not in problems]
@@ -214,11 +218,7 @@ def _schema_problems(
         hint = f"; did you mean '{close[0]}'?" if close else ""
         message = f"{instance!r} is not one of {', '.join(choices)}{hint}"
         return [Problem(_locate(layers, path), path, message)]
-    if (
-        error.validator == "pattern"
-        and path
-        and "attribute" in str(schema.get("description"))
-    ):
+    if error.validator == "pattern" and path and "attribute" in str(schema.get("description")):
         message = f"{instance!r} is not an LDAP attribute name"
         return [Problem(_locate(layers, path), path, message)]
     return [Problem(_locate(layers, path), path, error.message)]

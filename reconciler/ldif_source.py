@@ -31,7 +31,9 @@ class _BlockLines:
         self._raw = raw
         self._line = 0
         self._in_record = False
+        self._records = 0
         self._starts: dict[int, int] = {}
+        self.changetypes: dict[int, str] = {}  # record number -> its changetype: value
 
     def readline(self) -> bytes:
         line = self._raw.readline()
@@ -42,7 +44,12 @@ class _BlockLines:
             self._in_record = False
         elif not self._in_record and not line.startswith((b" ", b"#")):
             self._in_record = True
-            self._starts[len(self._starts) + 1] = self._line
+            # Counted, not len(self._starts): start_of() forgets the records already read.
+            self._records += 1
+            self._starts[self._records] = self._line
+        elif self._in_record and line[:11].lower() == b"changetype:":
+            # Change records have lines the parser rejects ("-"): remember what they are.
+            self.changetypes[self._records] = line[11:].strip().decode("ascii", "replace")
         return line
 
     def start_of(self, record: int) -> int:
@@ -85,6 +92,12 @@ class LdifSource:
                     return
                 except (ValueError, UnicodeError) as exc:
                     line = lines.start_of(parser.records_read)
+                    if parser.records_read in lines.changetypes:
+                        changetype = lines.changetypes[parser.records_read]
+                        raise DirectoryError(
+                            f"{self.path}:{line}: a change record (changetype {changetype!r})",
+                            "export the directory's entries (content LDIF), not changes",
+                        ) from None
                     raise DirectoryError(
                         f"{self.path}:{line}: unreadable LDIF record: {_reason(exc)}",
                         "fix the export or export it again; nothing was applied",
@@ -108,8 +121,14 @@ class LdifSource:
 def _lower_keys(record: dict[str, list[Value]]) -> dict[str, list[Value]]:
     attributes: dict[str, list[Value]] = {}
     for name, values in record.items():
+        if name.lower() in _BINARY:  # the parser made text of any value that decodes as UTF-8
+            values = [v.encode("utf-8") if isinstance(v, str) else v for v in values]
         attributes.setdefault(name.lower(), []).extend(values)
     return attributes
+
+
+# Attributes whose values are octet strings, never text (AD's objectGUID and objectSid).
+_BINARY = frozenset({"objectguid", "objectsid"})
 
 
 def _with_ad_categories(attributes: dict[str, list[Value]]) -> dict[str, list[Value]]:

@@ -82,6 +82,12 @@ def _map_user(entry: Entry, spec: DomainSpec, result: MappingResult) -> None:
     if entry_id is None:
         result.entries_without_id += 1
         entry_id = entry.dn
+    if _excluded(primary, spec):
+        # Excluding a person (an erasure request, say) excludes every address of theirs:
+        # an alias left behind would still name them as its target.
+        others = {_normalize(a) for a in (*entry.values(users.mail_attribute), *addresses)}
+        result.dropped[EXCLUDED] += len(others - {None, primary}) + 1
+        return
     if _accept(primary, spec, result):
         name = entry.first(users.name_attribute) if users.name_attribute else None
         mailbox = Recipient(kind="mailbox", name=_text(name), id=entry_id, status="active")
@@ -115,10 +121,14 @@ def _accept(address: str, spec: DomainSpec, result: MappingResult) -> bool:
     if address.rpartition("@")[2] not in spec.managed_domains:
         result.dropped[FOREIGN_DOMAIN] += 1
         return False
-    if any(fnmatchcase(address, pattern) for pattern in spec.exclude):
+    if _excluded(address, spec):
         result.dropped[EXCLUDED] += 1
         return False
     return True
+
+
+def _excluded(address: str, spec: DomainSpec) -> bool:
+    return any(fnmatchcase(address, pattern) for pattern in spec.exclude)
 
 
 def _mail_values(values: Iterable[Value]) -> Iterable[str]:

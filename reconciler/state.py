@@ -24,6 +24,7 @@ from reconciler.recipient import Recipient
 
 # A key written without quotes: plain YAML-safe characters only, so it can never be misread.
 _PLAIN_KEY = re.compile(r"^[a-z0-9][a-z0-9._+=-]*@[a-z0-9][a-z0-9.-]*$")
+_PLAIN_DOMAIN = re.compile(r"^[a-z0-9][a-z0-9.-]*$")  # as dump_state writes it
 # Characters YAML does not allow raw in a double-quoted scalar, or reads as a line break.
 _YAML_UNSAFE = re.compile(
     "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]"
@@ -83,6 +84,8 @@ def write_state(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file private (0600); a state file is as readable as the repository.
+        os.fchmod(fd, path.stat().st_mode & 0o777 if path.exists() else 0o644)
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
             out.write(text)
             out.flush()
@@ -139,6 +142,8 @@ def _parse_canonical(text: str) -> dict[str, Any]:
                 in_recipients = True
                 continue
             raise _NotCanonical
+        if name == "domain" and not _PLAIN_DOMAIN.match(value):
+            raise _NotCanonical  # quoted or commented by hand: YAML knows what it means
         try:
             data[name] = value if name == "domain" else json.loads(value)
         except ValueError:

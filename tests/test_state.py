@@ -1,0 +1,399 @@
+"""The state file: canonical text (one sorted line per address), fast parsing, YAML fallback.
+
+dump_state → parse_state must be the identity; the text must stay valid YAML for every other
+tool; anything not canonical is still read through the YAML loader, and every error names the
+file (and the line where it is known).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from reconciler.errors import StateError
+from reconciler.recipient import Recipient
+from reconciler.state import (
+    Hold,
+    State,
+    _NotCanonical,
+    _parse_canonical,
+    dump_state,
+    load_state,
+    parse_state,
+    state_path,
+    write_state,
+)
+
+SOURCE = "inventories/example.com.yaml"
+PATH = Path("state/example.com.yaml")
+
+ALICE = Recipient(
+    kind="mailbox",
+    name="Alice Smith",
+    id="9c6f549d-3b72-9b35-275d-748825ee4a37",
+    status="active",
+)
+A_SMITH = Recipient(kind="alias", target="alice@example.com")
+SALES = Recipient(kind="list", name="Sales", members=("alice@example.com", "bob@example.com"))
+BOB = Recipient(kind="mailbox", name="Bob Jones", id="2", status="disabled")
+
+SMALL = State(
+    "example.com",
+    # Deliberately not in address order: the output is sorted all the same.
+    {
+        "sales@example.com": SALES,
+        "alice@example.com": ALICE,
+        "bob@example.com": BOB,
+        "a.smith@example.com": A_SMITH,
+    },
+)
+
+SMALL_TEXT = """\
+# Managed by reconciler from inventories/example.com.yaml. Do not edit by hand.
+domain: example.com
+hold: null
+recipients:
+  a.smith@example.com: {"kind": "alias", "target": "alice@example.com"}
+  alice@example.com: {"kind": "mailbox", "name": "Alice Smith", \
+"id": "9c6f549d-3b72-9b35-275d-748825ee4a37", "status": "active"}
+  bob@example.com: {"kind": "mailbox", "name": "Bob Jones", "id": "2", "status": "disabled"}
+  sales@example.com: {"kind": "list", "name": "Sales", \
+"members": ["alice@example.com", "bob@example.com"]}
+"""
+
+
+def parse(text: str, domain: str = "example.com") -> State:
+    return parse_state(text, PATH, domain)
+
+
+def plain(state: State) -> dict[str, Any]:
+    """The state as the plain data a YAML loader should read from its file."""
+    return {
+        "domain": state.domain,
+        "hold": state.hold.to_dict() if state.hold else None,
+        "recipients": {a: r.to_dict() for a, r in state.recipients.items()},
+    }
+
+
+def names(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+def safe_load(text: str) -> Any:
+    return YAML(typ="safe", pure=True).load(text)
+
+
+# --- the canonical text -------------------------------------------------------------------------
+
+
+def test_a_small_state_is_written_exactly_like_this() -> None:
+    assert dump_state(SMALL, SOURCE) == SMALL_TEXT
+
+
+def test_the_output_does_not_depend_on_insertion_order() -> None:
+    reordered = State("example.com", dict(reversed(list(SMALL.recipients.items()))))
+    assert dump_state(reordered, SOURCE) == SMALL_TEXT
+
+
+def test_an_empty_state_is_an_empty_mapping() -> None:
+    assert dump_state(State("example.com"), SOURCE) == (
+        "# Managed by reconciler from inventories/example.com.yaml. Do not edit by hand.\n"
+        "domain: example.com\n"
+        "hold: null\n"
+        "recipients: {}\n"
+    )
+    assert parse(dump_state(State("example.com"), SOURCE)) == State("example.com")
+
+
+def test_a_hold_is_one_json_line() -> None:
+    held = State(
+        "example.com", {}, Hold("rolled back to abc123: bad import", "2024-05-01T10:00:00Z")
+    )
+    text = dump_state(held, SOURCE)
+    assert text.splitlines()[2] == (
+        'hold: {"reason": "rolled back to abc123: bad import", "since": "2024-05-01T10:00:00Z"}'
+    )
+    assert parse(text) == held
+
+
+def test_the_small_state_round_trips() -> None:
+    assert parse(SMALL_TEXT) == SMALL
+
+
+# --- addresses and names that need quoting ------------------------------------------------------
+
+AWKWARD_ADDRESSES = [
+    "o'brien@example.com",
+    '"a b"@example.com',
+    "x#y@example.com",
+    "a:b@example.com",
+    "-dash@example.com",
+    "? question@example.com",
+    "null@example.com",
+    "ü@example.com",
+    "&anchor@example.com",
+    "*alias@example.com",
+]
+
+
+def test_awkward_addresses_are_quoted_and_round_trip() -> None:
+    state = State("example.com", dict.fromkeys(AWKWARD_ADDRESSES, A_SMITH))
+    text = dump_state(state, SOURCE)
+    lines = text.splitlines()[4:]
+    assert '  "o\'brien@example.com": {"kind": "alias", "target": "alice@example.com"}' in lines
+    assert '  "\\"a b\\"@example.com": {"kind": "alias", "target": "alice@example.com"}' in lines
+    assert '  "x#y@example.com": {"kind": "alias", "target": "alice@example.com"}' in lines
+    # A plain address needs no quotes; "null@" is still a string key.
+    assert '  null@example.com: {"kind": "alias", "target": "alice@example.com"}' in lines
+    assert parse(text) == state
+    assert safe_load(text) == plain(state)
+
+
+NAMES = [
+    "Line\u2028Separator",
+    "Para\u2029Separator",
+    "Bell\x07Tab\tNewline\nReturn\rNull\x00",
+    "Next\x85Line\x0bVertical\x0cFormfeed\x1cFile",
+    "DEL\x7f and C1\x9b",
+    "Zoë Ångström 😀 日本",
+    'Quote " and backslash \\',
+    "O'Brien # not a comment: {not: yaml}",
+    "\ufeffBOM at the start",
+]
+
+
+def test_names_with_line_breaks_and_control_characters_stay_on_one_line() -> None:
+    state = State(
+        "example.com",
+        {
+            f"user{n}@example.com": Recipient(kind="mailbox", name=name, id=str(n))
+            for n, name in enumerate(NAMES)
+        },
+    )
+    text = dump_state(state, SOURCE)
+    # str.splitlines() breaks at U+2028, U+0085, \x0b, \x1c … as well: none is left raw.
+    assert len(text.splitlines()) == 4 + len(NAMES)
+    assert text.count("\n") == 4 + len(NAMES)
+    assert "\\u2028" in text
+    assert "Zoë Ångström 😀 日本" in text  # printable non-ASCII is written as it is
+    assert parse(text) == state
+    assert safe_load(text) == plain(state)
+
+
+def test_the_dumped_file_is_yaml_that_a_safe_loader_reads_the_same() -> None:
+    state = State(
+        "example.com",
+        {**SMALL.recipients, "o'brien@example.com": Recipient(kind="mailbox", name="Ó\u2028B")},
+        Hold("review", "2024-05-01"),
+    )
+    text = dump_state(state, SOURCE)
+    assert safe_load(text) == plain(state)
+    assert _parse_canonical(text) == {
+        "domain": "example.com",
+        "hold": {"reason": "review", "since": "2024-05-01"},
+        "recipients": {
+            address: (line, recipient.to_dict())
+            for line, (address, recipient) in enumerate(sorted(state.recipients.items()), start=5)
+        },
+    }
+
+
+# --- the YAML fallback --------------------------------------------------------------------------
+
+BLOCK_STYLE = """\
+# Resolved by hand after a merge conflict: same content, not the canonical layout.
+domain: example.com
+hold:
+recipients:
+  sales@example.com:
+    kind: list
+    name: Sales
+    members:
+      - alice@example.com
+      - bob@example.com
+  alice@example.com:
+    kind: mailbox
+    name: Alice Smith
+    id: 9c6f549d-3b72-9b35-275d-748825ee4a37
+    status: active
+  bob@example.com: {kind: mailbox, name: Bob Jones, id: '2', status: disabled}
+  'a.smith@example.com': {"kind": "alias", "target": "alice@example.com"}  # Alice's old name
+"""
+
+
+def test_block_style_yaml_is_read_through_the_fallback_to_the_same_state() -> None:
+    with pytest.raises(_NotCanonical):
+        _parse_canonical(BLOCK_STYLE)
+    assert parse(BLOCK_STYLE) == SMALL
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        ("domain: example.com\n", 'domain: "example.com"\n'),
+        ("domain: example.com\n", "domain: example.com  # the demo\n"),
+        ("hold: null\n", "hold: ~\n"),
+        ("hold: null\n", "hold: null  # no hold\n"),
+        (": {", ":   {"),
+    ],
+    ids=["quoted-domain", "commented-domain", "tilde-null", "commented-hold", "extra-spaces"],
+)
+def test_hand_edits_that_yaml_reads_the_same_give_the_same_state(edit: tuple[str, str]) -> None:
+    edited = SMALL_TEXT.replace(*edit)
+    assert edited != SMALL_TEXT
+    assert parse(edited) == SMALL
+
+
+def test_crlf_line_endings_give_the_same_state() -> None:
+    assert parse(SMALL_TEXT.replace("\n", "\r\n")) == SMALL
+
+
+def test_a_large_state_loads_on_the_fast_path() -> None:
+    recipients = {
+        f"user{n:06d}@example.com": Recipient(
+            kind="mailbox", name=f"User {n}", id=f"id-{n}", status="active"
+        )
+        for n in range(100_000)
+    }
+    recipients |= {
+        f"alias{n:06d}@example.com": Recipient(kind="alias", target=f"user{n:06d}@example.com")
+        for n in range(0, 100_000, 10)
+    }
+    state = State("example.com", recipients)
+    text = dump_state(state, SOURCE)
+    assert text.count("\n") == 4 + 110_000
+    # _parse_canonical raises _NotCanonical for anything the fallback would have to read.
+    assert len(_parse_canonical(text)["recipients"]) == 110_000
+    assert parse(text) == state
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+def test_a_state_for_another_domain_is_refused() -> None:
+    with pytest.raises(StateError) as caught:
+        parse(SMALL_TEXT, domain="example.org")
+    assert caught.value.message == (
+        f"{PATH}: the state file is for 'example.com', not 'example.org'"
+    )
+
+
+def test_an_unknown_recipient_field_names_the_line() -> None:
+    text = SMALL_TEXT.replace('"name": "Bob Jones"', '"colour": "blue"')
+    with pytest.raises(StateError) as caught:
+        parse(text)
+    assert caught.value.message == f"{PATH}:7: recipient bob@example.com: unknown field 'colour'"
+
+
+def test_a_bad_kind_names_the_line() -> None:
+    text = SMALL_TEXT.replace('{"kind": "list"', '{"kind": "group"')
+    with pytest.raises(StateError) as caught:
+        parse(text)
+    assert caught.value.message == (
+        f"{PATH}:8: recipient sales@example.com: kind must be one of mailbox, alias, list, "
+        "not 'group'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "reason"),
+    [
+        ('"status": "disabled"', '"status": "gone"', "status must be one of active, disabled"),
+        ('"name": "Bob Jones"', '"name": 42', "name must be a string"),
+        ('"target": "alice@example.com"', '"target": ""', "an alias needs a target"),
+        ('"members": ["alice@example.com"', '"members": [1', "members must be a list of addresses"),
+    ],
+)
+def test_bad_fields_name_the_recipient_and_the_line(old: str, new: str, reason: str) -> None:
+    text = SMALL_TEXT.replace(old, new)
+    assert text != SMALL_TEXT
+    with pytest.raises(StateError, match=rf"^{PATH}:\d: recipient [a-z.]+@example\.com: {reason}"):
+        parse(text)
+
+
+def test_invalid_yaml_names_the_line() -> None:
+    text = SMALL_TEXT.replace('"target": "alice@example.com"}', '"target": "alice@example.com"]')
+    with pytest.raises(StateError) as caught:
+        parse(text)
+    assert caught.value.message == (
+        f"{PATH}:5: the state file is not valid YAML: expected ',' or '}}', but got ']'"
+    )
+    assert caught.value.hint is not None
+    assert "git checkout" in caught.value.hint
+
+
+def test_an_address_listed_twice_is_an_error_at_the_second_line() -> None:
+    text = SMALL_TEXT + '  alice@example.com: {"kind": "alias", "target": "bob@example.com"}\n'
+    with pytest.raises(StateError, match=rf"^{PATH}:9: .*duplicate key \"alice@example\.com\""):
+        parse(text)
+
+
+def test_an_upper_case_address_is_refused() -> None:
+    text = SMALL_TEXT.replace("  bob@example.com", "  Bob@example.com")
+    with pytest.raises(StateError, match=r"'Bob@example\.com' is not a lower-case address"):
+        parse(text)
+
+
+def test_a_file_that_is_not_a_mapping_is_refused() -> None:
+    with pytest.raises(StateError, match=r"^state/example\.com\.yaml: the state file is not a map"):
+        parse("- alice@example.com\n- bob@example.com\n")
+
+
+def test_a_bad_hold_is_refused() -> None:
+    with pytest.raises(StateError, match=r"'hold' must be null or \{reason, since\}"):
+        parse(SMALL_TEXT.replace("hold: null", 'hold: "yes"'))
+
+
+# --- files --------------------------------------------------------------------------------------
+
+
+def test_a_missing_state_file_is_an_empty_state(tmp_path: Path) -> None:
+    assert load_state(tmp_path / "example.com.yaml", "example.com") == State("example.com")
+
+
+def test_write_then_load_round_trips(tmp_path: Path) -> None:
+    path = state_path(tmp_path / "state", "example.com")
+    assert path == tmp_path / "state" / "example.com.yaml"
+    write_state(path, dump_state(SMALL, SOURCE))  # creates the state directory
+    assert path.read_bytes() == SMALL_TEXT.encode("utf-8")
+    assert load_state(path, "example.com") == SMALL
+    assert names(path.parent) == ["example.com.yaml"]  # no temporary file left behind
+
+
+def test_a_state_file_that_is_not_utf8_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "example.com.yaml"
+    path.write_bytes(b"domain: example.com\nhold: null\nrecipients:\n  a@example.com: \xff\n")
+    with pytest.raises(StateError, match=rf"^{path}: cannot read the state file"):
+        load_state(path, "example.com")
+
+
+def test_a_reader_holding_the_old_file_keeps_seeing_the_old_content(tmp_path: Path) -> None:
+    path = tmp_path / "example.com.yaml"
+    write_state(path, "old\n")
+    with path.open(encoding="utf-8") as reader:
+        write_state(path, "new\n")
+        assert reader.read() == "old\n"  # replaced, not rewritten in place
+    assert path.read_text(encoding="utf-8") == "new\n"
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(tmp_path: Path) -> None:
+    path = tmp_path / "example.com.yaml"
+    write_state(path, SMALL_TEXT)
+    # A lone surrogate cannot be encoded: the write fails after the temporary file was made.
+    with pytest.raises(UnicodeEncodeError):
+        write_state(path, SMALL_TEXT + "  x@example.com: \ud800\n")
+    assert path.read_text(encoding="utf-8") == SMALL_TEXT
+    assert names(tmp_path) == ["example.com.yaml"]
+
+
+def test_a_failed_rename_leaves_no_temporary_file(tmp_path: Path) -> None:
+    target = tmp_path / "example.com.yaml"
+    target.mkdir()  # a directory where the file should go: the final rename fails
+    (target / "keep").write_text("kept", encoding="utf-8")
+    with pytest.raises(IsADirectoryError):
+        write_state(target, SMALL_TEXT)
+    assert names(tmp_path) == ["example.com.yaml"]
+    assert (target / "keep").read_text(encoding="utf-8") == "kept"
