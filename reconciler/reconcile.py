@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from reconciler.directory import open_source
-from reconciler.errors import RefusedError
+from reconciler.errors import ConfigError, RefusedError
 from reconciler.gitstore import Commit, GitStore
 from reconciler.inventory import load_specs
 from reconciler.mapping import map_entries
@@ -136,6 +136,12 @@ def rollback(
         current = load_state(path, domain)
         target = store.resolve(to) if to else _before_last_sync(store, path, domain)
         text = store.read_at(target, path)
+        if text is None and not path.exists():
+            # A mistyped domain would otherwise get a state file of its own, and a hold.
+            raise ConfigError(
+                f"{domain} has no state file {path}, now or at {target[:10]}",
+                "check the domain name; `reconciler history` lists the domains with a state",
+            )
         restored = parse_state(text, path, domain) if text is not None else State(domain)
         when = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
         hold = Hold(reason=f"rolled back to {target[:10]}", since=when)
