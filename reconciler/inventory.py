@@ -206,6 +206,12 @@ def _schema_problems(
         missing = str(error.message).split("'")[1]
         where = next((w for w in (layer.locate_mapping(path) for layer in layers) if w), None)
         return [Problem(where, path, f"missing required key '{missing}'")]
+    if error.validator == "pattern" and path[-2:-1] == ["servers"]:
+        message = f"{instance!r} is not an ldap://host[:port] or ldaps://host[:port] URL"
+        return [Problem(_locate(layers, path), path, message)]
+    if error.validator == "type" and path[-1:] == ["password"]:
+        message = "inline passwords are not allowed: write {env: VAR} or {file: PATH}"
+        return [Problem(_locate(layers, path), path, message)]
     if error.validator == "type":
         wanted = expected
         wanted_names = [wanted] if isinstance(wanted, str) else list(wanted)
@@ -255,9 +261,35 @@ def _semantic_problems(
     except FilterSyntaxError as exc:
         add(["users", "filter"], f"invalid LDAP filter: {exc.message}")
 
-    ldif = merged["directory"].get("ldif")
+    problems += _directory_problems(merged["directory"], layers, inventory_dir)
+    return problems
+
+
+def _directory_problems(
+    directory: Mapping[str, Any], layers: list[YamlDocument], inventory_dir: Path
+) -> list[Problem]:
+    problems: list[Problem] = []
+
+    def add(key: str, message: str) -> None:
+        path = ["directory", key] if key in directory else ["directory"]
+        problems.append(Problem(_locate(layers, path), path, message))
+
+    ldif, servers = directory.get("ldif"), directory.get("servers")
+    if ldif and servers:
+        add("ldif", "directory has both 'ldif' and 'servers'; keep one of them")
+    elif not ldif and not servers:
+        add("servers", "directory needs 'servers' (LDAP URLs) or 'ldif' (an export)")
     if ldif and not (inventory_dir / ldif).is_file():
-        add(["directory", "ldif"], f"LDIF file {inventory_dir / ldif} does not exist")
+        add("ldif", f"LDIF file {inventory_dir / ldif} does not exist")
+    ca_file = directory.get("ca_file")
+    if ca_file and not (inventory_dir / ca_file).is_file():
+        add("ca_file", f"CA file {inventory_dir / ca_file} does not exist")
+    if servers and directory.get("tls") == "starttls":
+        ldaps = [u for u in servers if u.lower().startswith("ldaps://")]
+        if ldaps:
+            add("tls", f"tls: starttls does not go with {ldaps[0]} (ldaps:// is TLS already)")
+    if directory.get("bind_dn") and "password" not in directory:
+        add("bind_dn", "bind_dn needs a password: {env: VAR} or {file: PATH}")
     return problems
 
 

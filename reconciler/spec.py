@@ -40,11 +40,25 @@ FLAVOR_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
 DEFAULT_FLAVOR = "generic"
 
 
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_PAGE_SIZE = 500
+
+
 @dataclass(frozen=True)
 class DirectorySpec:
+    """Where entries come from: live ``servers`` (tried in order) or an ``ldif`` export."""
+
     flavor: str
     ldif: Path | None
     base_dn: str | None
+    servers: tuple[str, ...] = ()
+    tls: str = "starttls"
+    verify_certificate: bool = True
+    ca_file: Path | None = None
+    bind_dn: str | None = None
+    password: Mapping[str, str] | None = None  # where the secret is ({env}/{file}), never it
+    timeout: float = DEFAULT_TIMEOUT
+    page_size: int = DEFAULT_PAGE_SIZE
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,14 @@ def build_spec(merged: Mapping[str, Any], source: Path, inventory_dir: Path) -> 
             flavor=flavor,
             ldif=(inventory_dir / ldif) if ldif else None,
             base_dn=directory.get("base_dn"),
+            servers=tuple(directory.get("servers", ())),
+            tls=directory.get("tls", _implied_tls(directory.get("servers", ()))),
+            verify_certificate=directory.get("verify_certificate", True),
+            ca_file=(inventory_dir / directory["ca_file"]) if "ca_file" in directory else None,
+            bind_dn=directory.get("bind_dn"),
+            password=directory.get("password"),
+            timeout=float(directory.get("timeout", DEFAULT_TIMEOUT)),
+            page_size=directory.get("page_size", DEFAULT_PAGE_SIZE),
         ),
         users=UsersSpec(
             filter=users["filter"],
@@ -105,6 +127,11 @@ def build_spec(merged: Mapping[str, Any], source: Path, inventory_dir: Path) -> 
         source=source,
         digest=spec_digest(merged),
     )
+
+
+def _implied_tls(servers: list[str]) -> str:
+    """Secure unless told otherwise: LDAPS when every URL is ldaps://, else StartTLS."""
+    return "ldaps" if servers and all(u.lower().startswith("ldaps://") for u in servers) else "starttls"
 
 
 def normalize_domain(domain: str) -> str:

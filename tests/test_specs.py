@@ -94,10 +94,11 @@ def test_a_missing_domain_points_at_the_start_of_the_file(tmp_path: Path) -> Non
     )
 
 
-def test_a_missing_nested_key_points_at_its_mapping(tmp_path: Path) -> None:
+def test_a_directory_without_a_source_points_at_its_mapping(tmp_path: Path) -> None:
     text = "domain: example.com\ndirectory:\n  flavor: openldap\n"
     assert only_problem(tmp_path, "example.com.yaml", text) == (
-        "example.com.yaml:3:3: missing required key 'ldif' (at directory)"
+        "example.com.yaml:3:3: directory needs 'servers' (LDAP URLs) or 'ldif' (an export)"
+        " (at directory)"
     )
 
 
@@ -456,3 +457,78 @@ def test_the_demo_inventory_is_valid() -> None:
     )
     assert demo.users.alias_attributes == ("proxyAddresses",)
     assert demo.exclude == ("forgetme[0-9]@*", "test-*@*")
+
+
+# --- live directory servers -----------------------------------------------------------------------
+
+SERVER_SPEC = """\
+domain: example.com
+directory:
+  flavor: openldap
+  servers: [ldap://dc1.example.com, "ldap://dc2.example.com:3890"]
+  bind_dn: cn=sync,dc=example,dc=com
+  password: {env: SYNC_PASSWORD}
+"""
+
+
+def test_a_server_spec_is_valid_and_secure_by_default(tmp_path: Path) -> None:
+    directory = inventory(tmp_path, {"example.com.yaml": SERVER_SPEC})
+    (spec,) = load_specs(directory)
+    assert spec.directory.servers == ("ldap://dc1.example.com", "ldap://dc2.example.com:3890")
+    assert spec.directory.tls == "starttls"
+    assert spec.directory.verify_certificate is True
+    assert spec.directory.password == {"env": "SYNC_PASSWORD"}
+    assert (spec.directory.timeout, spec.directory.page_size) == (10.0, 500)
+
+
+def test_ldaps_urls_imply_ldaps(tmp_path: Path) -> None:
+    text = SERVER_SPEC.replace("ldap://", "ldaps://")
+    (spec,) = load_specs(inventory(tmp_path, {"example.com.yaml": text}))
+    assert spec.directory.tls == "ldaps"
+
+
+def test_an_inline_password_is_rejected(tmp_path: Path) -> None:
+    text = SERVER_SPEC.replace("{env: SYNC_PASSWORD}", "hunter2")
+    assert only_problem(tmp_path, "example.com.yaml", text) == (
+        "example.com.yaml:6:13: inline passwords are not allowed: write {env: VAR} or"
+        " {file: PATH} (at directory/password)"
+    )
+
+
+def test_a_password_reference_names_env_or_file_only(tmp_path: Path) -> None:
+    text = SERVER_SPEC.replace("{env: SYNC_PASSWORD}", "{value: hunter2}")
+    assert "unknown key 'value'" in only_problem(tmp_path, "example.com.yaml", text)
+
+
+def test_both_ldif_and_servers_is_a_problem(tmp_path: Path) -> None:
+    files = {"example.com.yaml": SERVER_SPEC + "  ldif: x.ldif\n", "x.ldif": "version: 1\n"}
+    assert problems(tmp_path, files) == [
+        "example.com.yaml:7:9: directory has both 'ldif' and 'servers'; keep one of them"
+        " (at directory/ldif)"
+    ]
+
+
+def test_starttls_with_an_ldaps_url_is_a_problem(tmp_path: Path) -> None:
+    text = SERVER_SPEC.replace("ldap://dc1", "ldaps://dc1") + "  tls: starttls\n"
+    assert only_problem(tmp_path, "example.com.yaml", text) == (
+        "example.com.yaml:7:8: tls: starttls does not go with ldaps://dc1.example.com"
+        " (ldaps:// is TLS already) (at directory/tls)"
+    )
+
+
+def test_a_bind_dn_without_a_password_is_a_problem(tmp_path: Path) -> None:
+    text = SERVER_SPEC.replace("  password: {env: SYNC_PASSWORD}\n", "")
+    assert only_problem(tmp_path, "example.com.yaml", text) == (
+        "example.com.yaml:5:12: bind_dn needs a password: {env: VAR} or {file: PATH}"
+        " (at directory/bind_dn)"
+    )
+
+
+def test_a_missing_ca_file_and_a_bad_url_are_problems(tmp_path: Path) -> None:
+    text = SERVER_SPEC.replace("ldap://dc1.example.com", "http://dc1") + "  ca_file: ca.pem\n"
+    found = problems(tmp_path, {"example.com.yaml": text})
+    assert len(found) == 1
+    assert found[0] == (
+        "example.com.yaml:4:13: 'http://dc1' is not an ldap://host[:port] or"
+        " ldaps://host[:port] URL (at directory/servers/0)"
+    )
