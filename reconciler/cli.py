@@ -22,7 +22,7 @@ from reconciler import __version__
 from reconciler.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_REFUSED, ReconcilerError
 from reconciler.inventory import check_inventory
 from reconciler.reconcile import Workspace, apply_all, history, plan_all, resume, rollback
-from reconciler.render import render_json, render_text
+from reconciler.render import render_domain_text, render_json, render_text
 
 log = logging.getLogger("reconciler")
 
@@ -32,6 +32,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain Click help: "[default: …]" is text, not a markup tag
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -193,7 +194,7 @@ class PlanFormat(StrEnum):
 DomainsArg = Annotated[
     list[str] | None,
     typer.Argument(
-        metavar="[DOMAIN]...",
+        metavar="DOMAIN",
         help="Domains to act on [default: every domain in the inventory].",
         show_default=False,
     ),
@@ -242,7 +243,7 @@ def plan(
 def apply(options: Options, domains: DomainsArg = None) -> int:
     """Plan again, then write each changed domain's state and commit it (one commit per domain)."""
     for result in apply_all(options.workspace(), domains or []):
-        typer.echo(render_text([result.plan]), nl=False)
+        typer.echo("\n".join(render_domain_text(result.plan)))
         if result.commit:
             typer.echo(f"Committed {result.plan.domain} as {result.commit[:10]}")
     return 0
@@ -263,7 +264,7 @@ def rollback_command(
 ) -> int:
     """Restore an earlier state as a new commit and put the domain on hold."""
     result = rollback(options.workspace(), domain, to)
-    typer.echo(render_text([result.plan]), nl=False)
+    typer.echo("\n".join(render_domain_text(result.plan)))
     typer.echo(
         f"Committed the rollback of {domain} as {(result.commit or '')[:10]}; "
         f"{domain} is on hold until `reconciler resume {domain}`"

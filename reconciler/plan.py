@@ -86,6 +86,8 @@ class DomainPlan:
     conflicts: tuple[Conflict, ...] = ()
     hold: Hold | None = None
     notes: tuple[str, ...] = ()
+    # Rollback and resume restore a reviewed state on purpose; the sync guards are not for them.
+    guarded: bool = True
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(("add", "update", "remove"), 0)
@@ -99,6 +101,8 @@ class DomainPlan:
 
     def refusals(self) -> list[str]:
         """Why `apply` must not act on this plan; empty when it may."""
+        if not self.guarded:
+            return []
         reasons = [f"conflict: {c.describe()}" for c in self.conflicts]
         if self.desired_count == 0 and self.existing_count > 0:
             # An empty read is far more often a broken filter or export than everyone leaving.

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from reconciler.directory import open_source
-from reconciler.errors import ConfigError, RefusedError
+from reconciler.errors import ConfigError, GitError, RefusedError
 from reconciler.gitstore import Commit, GitStore
 from reconciler.inventory import load_specs
 from reconciler.mapping import map_entries
@@ -113,7 +113,14 @@ def apply_all(workspace: Workspace, domains: Sequence[str]) -> list[Applied]:
                 continue
             recipients = apply_changes(item.state.recipients, item.plan.changes)
             new_state = State(item.spec.domain, recipients, item.state.hold)
-            sha = _commit_state(workspace, store, new_state, commit_message(item.plan, "apply"))
+            try:
+                sha = _commit_state(workspace, store, new_state, commit_message(item.plan, "apply"))
+            except GitError as exc:
+                done = ", ".join(f"{a.plan.domain} ({a.commit[:10]})" for a in applied if a.commit)
+                raise GitError(
+                    f"{item.spec.domain}: {exc.message}",
+                    f"its state file was put back; already committed: {done}" if done else None,
+                ) from None
             applied.append(Applied(item.plan, sha))
         return applied
 
@@ -151,6 +158,7 @@ def rollback(
             existing_count=len(current.recipients),
             desired_count=len(restored.recipients),
             source=f"state as of {target[:10]}",
+            guarded=False,
         )
         subject = f"Roll back {domain} to {target[:10]}"
         message = commit_message(plan, "rollback", subject, {"Reconciler-Rollback-To": target})
@@ -173,7 +181,8 @@ def resume(workspace: Workspace, domain: str) -> Applied:
     with store.lock():
         store.preflight([workspace.state_dir])
         state = load_state(path, domain)
-        plan = DomainPlan(domain, (), len(state.recipients), len(state.recipients), "resume")
+        count = len(state.recipients)
+        plan = DomainPlan(domain, (), count, count, "resume", guarded=False)
         if state.hold is None:
             return Applied(plan, None)
         message = commit_message(
@@ -189,4 +198,5 @@ def history(workspace: Workspace, domains: Sequence[str]) -> list[tuple[str, Com
     store = workspace.store()
     names = list(domains) or sorted(p.stem for p in workspace.state_dir.glob("*.yaml"))
     entries = [(d, c) for d in names for c in store.log(workspace.state_file(d))]
-    return sorted(entries, key=lambda e: e[1].date, reverse=True)
+    # Compare instants, not the text of dates written in different time zones.
+    return sorted(entries, key=lambda e: datetime.fromisoformat(e[1].date), reverse=True)

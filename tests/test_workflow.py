@@ -220,7 +220,7 @@ def test_a_changed_directory_gives_add_remove_update_and_a_second_commit(synced:
 
     applied = invoke("apply")
     assert applied.exit_code == 0, applied.output
-    assert plan_lines(applied.stdout)[:-1] == SECOND_PLAN
+    assert applied.stdout.splitlines()[1:-1] == SECOND_PLAN
     assert commit_count(synced) == 4
     assert git(synced, "rev-parse", "HEAD^") == export
     assert is_ancestor(synced, first_sync)
@@ -406,6 +406,9 @@ def test_rollback_to_before_the_first_sync_empties_the_state(synced: Path) -> No
     assert "recipients: {}" in state_text(synced).splitlines()
     assert f"rolled back to {inventory_commit[:10]}" in state_text(synced)
     assert trailer(synced, "Reconciler-Counts") == "add=0 update=0 remove=6"
+    # The sync guards (here: "no recipients") are not for a deliberate rollback.
+    assert "REFUSED" not in result.stdout
+    assert "REFUSED" not in commit_message(synced)
 
 
 def test_rollback_without_a_sync_commit_is_refused(repo: Path, untouched: Untouched) -> None:
@@ -445,7 +448,7 @@ def test_a_refusing_pre_commit_hook_on_the_first_sync_leaves_no_file(
     result = invoke("apply")
     assert result.exit_code == 1
     assert result.stdout == ""
-    assert result.stderr.startswith("Error: git commit failed")
+    assert result.stderr.startswith("Error: example.com: git commit failed")
     assert "pre-commit: not today" in result.stderr
     assert not state_path(repo).exists()
     assert list((repo / "state").glob("*")) == []  # no temp file left either
@@ -457,7 +460,7 @@ def test_a_refusing_pre_commit_hook_restores_the_previous_state(synced: Path) ->
     snapshot = Untouched(synced)
     result = invoke("apply")
     assert result.exit_code == 1
-    assert result.stderr.startswith("Error: git commit failed")
+    assert result.stderr.startswith("Error: example.com: git commit failed")
     snapshot.check()
     assert state_text(synced) == state_at(synced, "HEAD") + "\n"
     assert git(synced, "diff", "--cached", "--name-only") == ""
