@@ -21,7 +21,16 @@ import typer
 from reconciler import __version__
 from reconciler.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_REFUSED, ReconcilerError
 from reconciler.inventory import check_inventory
-from reconciler.reconcile import Workspace, apply_all, history, plan_all, resume, rollback
+from reconciler.plan import summarize
+from reconciler.reconcile import (
+    Workspace,
+    apply_all,
+    history,
+    plan_all,
+    resume,
+    rollback,
+    test_connection,
+)
 from reconciler.render import render_domain_text, render_json, render_text
 
 log = logging.getLogger("reconciler")
@@ -290,6 +299,23 @@ def history_command(options: Options, domains: DomainsArg = None) -> int:
         action = commit.trailers.get("Reconciler-Action", "manual")
         counts = commit.trailers.get("Reconciler-Counts", "")
         typer.echo(f"{commit.date}  {commit.short}  {domain}  {action:<8}  {counts}".rstrip())
+    return 0
+
+
+@command("test-connection")
+def test_connection_command(options: Options, domain: DomainArg) -> int:
+    """Read the domain's directory once: server, TLS, bind, base DN, counts, first recipients."""
+    report = test_connection(options.workspace(), domain)
+    facts = {
+        **report.facts,
+        "entries": f"{report.entries} matching the users filter",
+        "recipients": f"{report.recipients}" + (" (the first ones:)" if report.first else ""),
+    }
+    width = max(len(k) for k in facts) + 1
+    for key, value in facts.items():
+        typer.echo(f"{key + ':':<{width}} {value}")
+    for address, recipient in report.first:
+        typer.echo(f"  {address}  {summarize(recipient)}")
     return 0
 
 

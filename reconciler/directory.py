@@ -7,15 +7,18 @@ incomplete read must never look like "these people left".
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from reconciler.errors import ConfigError
+from reconciler.errors import ConfigError, DirectoryError
 from reconciler.spec import DomainSpec
 
 Value = str | bytes
+
+log = logging.getLogger("reconciler")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,14 @@ class Entry:
         return values[0] if values else None
 
 
+class ReadInterrupted(DirectoryError):
+    """The server being read failed part-way; the source has moved on to its next server.
+
+    Entries already yielded must be thrown away: call ``entries()`` again to read everything
+    from the start (page 1) on the next server.
+    """
+
+
 class DirectorySource(Protocol):
     """Anything that can list the entries a spec selects."""
 
@@ -40,8 +51,13 @@ class DirectorySource(Protocol):
         """Where the entries come from, for messages ("LDIF inventories/data/x.ldif")."""
         ...
 
+    def connection_facts(self) -> dict[str, str]:
+        """Facts about the last read for `test-connection` (server, TLS, bind identity…)."""
+        ...
+
     def entries(self) -> Iterator[Entry]:
-        """Every matching entry; raises DirectoryError unless the read was complete."""
+        """Every matching entry; raises DirectoryError unless the read was complete, and
+        ReadInterrupted when the read must start over on another server."""
         ...
 
 
@@ -52,7 +68,24 @@ def open_source(spec: DomainSpec) -> DirectorySource:
         from reconciler.ldif_source import LdifSource
 
         return LdifSource(spec.directory.ldif, spec.directory.base_dn, spec.users)
-    raise ConfigError(f"{spec.source}: the spec names no directory source (directory.ldif)")
+    if spec.directory.servers:
+        from reconciler.ldap_source import LdapSource
+        from reconciler.secrets import resolve_secret
+
+        reference = spec.directory.password
+        password = (
+            resolve_secret(reference, spec.source.parent, f"{spec.source}: directory.password")
+            if reference
+            else None
+        )
+        if not spec.directory.verify_certificate:
+            log.warning(
+                "%s: directory.verify_certificate is false: the server's identity is not "
+                "checked, and the bind password could be sent to an impostor",
+                spec.source,
+            )
+        return LdapSource(spec.directory, spec.users, password)
+    raise ConfigError(f"{spec.source}: the spec names no directory (servers or ldif)")
 
 
 _UNESCAPED_COMMA = re.compile(r"(?<!\\),")

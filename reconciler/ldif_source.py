@@ -73,6 +73,9 @@ class LdifSource:
             shown = self.path
         return f"LDIF {shown}"
 
+    def connection_facts(self) -> dict[str, str]:
+        return {"file": str(self.path), "base DN": self.base_dn or "(whole file)"}
+
     def entries(self) -> Iterator[Entry]:
         base = normalize_dn(self.base_dn or "")
         try:

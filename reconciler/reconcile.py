@@ -6,17 +6,19 @@ Git. Nothing is written until every domain of a run has been planned and checked
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from reconciler.directory import open_source
+from reconciler.directory import DirectorySource, ReadInterrupted, open_source
 from reconciler.errors import ConfigError, GitError, RefusedError
 from reconciler.gitstore import Commit, GitStore
 from reconciler.inventory import load_specs
-from reconciler.mapping import map_entries
+from reconciler.mapping import MappingResult, map_entries
 from reconciler.plan import DomainPlan, apply_changes, compute_changes
+from reconciler.recipient import Recipient
 from reconciler.render import commit_message
 from reconciler.spec import DomainSpec
 from reconciler.state import (
@@ -28,6 +30,8 @@ from reconciler.state import (
     state_path,
     write_state,
 )
+
+log = logging.getLogger("reconciler")
 
 
 @dataclass(frozen=True)
@@ -61,10 +65,20 @@ class Applied:
     commit: str | None  # None when there was nothing to apply
 
 
+def read_directory(spec: DomainSpec) -> tuple[DirectorySource, MappingResult]:
+    """Read and map the whole directory of ``spec``; only a complete read returns."""
+    source = open_source(spec)
+    while True:
+        try:
+            return source, map_entries(source.entries(), spec)
+        except ReadInterrupted as exc:
+            # The mapping of a half-read directory is thrown away; the read starts over.
+            log.warning("%s; reading again from the start on the next server", exc.message)
+
+
 def plan_domain(spec: DomainSpec, state: State) -> DomainPlan:
     """Read the directory, map it and diff it against ``state``."""
-    source = open_source(spec)
-    result = map_entries(source.entries(), spec)
+    source, result = read_directory(spec)
     notes = []
     if result.entries_without_id and spec.users.id_attribute:
         notes.append(
@@ -200,3 +214,21 @@ def history(workspace: Workspace, domains: Sequence[str]) -> list[tuple[str, Com
     entries = [(d, c) for d in names for c in store.log(workspace.state_file(d))]
     # Compare instants, not the text of dates written in different time zones.
     return sorted(entries, key=lambda e: datetime.fromisoformat(e[1].date), reverse=True)
+
+
+@dataclass(frozen=True)
+class ConnectionReport:
+    facts: dict[str, str]
+    entries: int
+    recipients: int
+    first: list[tuple[str, Recipient]]
+
+
+def test_connection(workspace: Workspace, domain: str, show: int = 5) -> ConnectionReport:
+    """Read a domain's directory once and report how (server, TLS, bind, base DN) and what."""
+    (spec,) = load_specs(workspace.inventory_dir, [domain])
+    source, result = read_directory(spec)
+    first = sorted(result.recipients.items())[:show]
+    return ConnectionReport(
+        source.connection_facts(), result.entries_read, len(result.recipients), first
+    )

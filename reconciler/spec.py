@@ -131,7 +131,11 @@ def build_spec(merged: Mapping[str, Any], source: Path, inventory_dir: Path) -> 
 
 def _implied_tls(servers: list[str]) -> str:
     """Secure unless told otherwise: LDAPS when every URL is ldaps://, else StartTLS."""
-    return "ldaps" if servers and all(u.lower().startswith("ldaps://") for u in servers) else "starttls"
+    return (
+        "ldaps"
+        if servers and all(u.lower().startswith("ldaps://") for u in servers)
+        else "starttls"
+    )
 
 
 def normalize_domain(domain: str) -> str:

@@ -1,0 +1,405 @@
+"""Live LDAP and Active Directory servers as a directory source (ldap3 lives here only).
+
+The one rule of this module: a read is used only when it is complete. Every page is read, the
+final result code is 0 (ldap3 does not raise on sizeLimitExceeded or timeLimitExceeded, so it is
+checked here), no referral is left unfollowed, and multi-valued attributes that AD returns in
+ranges are fetched to their final ``-*`` chunk. Anything less is a DirectoryError that says
+what was incomplete and where; nothing is applied from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import shlex
+import ssl
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import ldap3
+from ldap3.core import exceptions as ldap_errors
+
+from reconciler.directory import Entry, ReadInterrupted, Value
+from reconciler.errors import DirectoryError
+from reconciler.secrets import Secret
+from reconciler.spec import DirectorySpec, UsersSpec
+
+log = logging.getLogger("reconciler.ldap")
+
+PAGED_RESULTS_OID = "1.2.840.113556.1.4.319"
+# A server that never clears the paging cookie would otherwise keep us reading forever.
+MAX_PAGES = 100_000
+# Bound on range-retrieval rounds per attribute (1500 values each on AD: 15M values).
+MAX_RANGE_ROUNDS = 10_000
+RESULT_NAMES = {
+    3: "timeLimitExceeded",
+    4: "sizeLimitExceeded",
+    10: "referral",
+    11: "adminLimitExceeded",
+    32: "noSuchObject",
+    49: "invalidCredentials",
+    50: "insufficientAccessRights",
+    51: "busy",
+    52: "unavailable",
+}
+
+
+class ServerUnusable(DirectoryError):
+    """This server failed (unreachable, TLS, timed out); the next one may work."""
+
+
+@dataclass(frozen=True)
+class ServerAddress:
+    url: str
+    host: str
+    port: int
+    ldaps: bool
+
+
+def parse_server_url(url: str, tls: str) -> ServerAddress:
+    """``ldap://host[:port]`` or ``ldaps://host[:port]``; an ldaps:// URL implies LDAPS."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
+        raise DirectoryError(f"{url!r} is not an ldap:// or ldaps:// URL")
+    ldaps = parts.scheme == "ldaps" or tls == "ldaps"
+    return ServerAddress(url, parts.hostname, parts.port or (636 if ldaps else 389), ldaps)
+
+
+class LdapSource:
+    """The entries the users filter selects, read from the first server that answers."""
+
+    def __init__(self, directory: DirectorySpec, users: UsersSpec, password: Secret | None) -> None:
+        self._directory = directory
+        self._users = users
+        self._password = password
+        self._servers = [parse_server_url(u, directory.tls) for u in directory.servers]
+        self._failures: dict[str, str] = {}  # url -> why it failed, in the order tried
+        self.used: ServerAddress | None = None
+        self.base_dn: str | None = directory.base_dn
+
+    def describe(self) -> str:
+        server = self.used.url if self.used else ", ".join(s.url for s in self._servers)
+        return f"LDAP {server}"
+
+    def connection_facts(self) -> dict[str, str]:
+        """What `test-connection` reports about the last read (never the password)."""
+        directory = self._directory
+        if self.used is None:
+            return {}
+        tls = (
+            "LDAPS"
+            if self.used.ldaps
+            else {"starttls": "StartTLS", "none": "none"}.get(directory.tls, directory.tls)
+        )
+        if tls != "none":
+            tls += (
+                ", certificate verified"
+                if directory.verify_certificate
+                else (", certificate NOT verified (verify_certificate: false)")
+            )
+        facts = {
+            "server": self.used.url,
+            "tls": tls,
+            "bound as": directory.bind_dn or "anonymous",
+            "base DN": self.base_dn or "",
+        }
+        skipped = [f"{url} ({why})" for url, why in self._failures.items()]
+        if skipped:
+            facts["failed over"] = "; ".join(skipped)
+        return facts
+
+    def entries(self) -> Iterator[Entry]:
+        """Stream the entries from the first server that works. A server that fails part-way
+        raises ReadInterrupted: the caller starts over, and this source on the next server."""
+        for server in self._servers:
+            if server.url in self._failures:
+                continue
+            try:
+                connection = self._connect(server)
+            except ServerUnusable as exc:
+                self._failures[server.url] = exc.message
+                log.warning("%s: %s; trying the next server", server.url, exc.message)
+                continue
+            self.used = server
+            try:
+                yield from self._search(connection, server)
+                return
+            except ServerUnusable as exc:
+                self._failures[server.url] = exc.message
+                raise ReadInterrupted(f"{server.url}: {exc.message}") from None
+            finally:
+                _close(connection)
+        tried = "; ".join(f"{url}: {why}" for url, why in self._failures.items())
+        raise DirectoryError(
+            f"no directory server could be read completely ({tried})",
+            "check the servers, the network and directory.timeout; nothing was applied",
+        )
+
+    # -- connecting ------------------------------------------------------------------------
+
+    def _connect(self, server: ServerAddress) -> ldap3.Connection:
+        directory = self._directory
+        tls = ldap3.Tls(
+            validate=ssl.CERT_REQUIRED if directory.verify_certificate else ssl.CERT_NONE,
+            ca_certs_file=str(directory.ca_file) if directory.ca_file else None,
+            version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+        ldap_server = ldap3.Server(
+            server.host,
+            port=server.port,
+            use_ssl=server.ldaps,
+            tls=tls,
+            get_info=ldap3.NONE,
+            connect_timeout=directory.timeout,
+        )
+        connection = ldap3.Connection(
+            ldap_server,
+            user=directory.bind_dn,
+            password=self._password.reveal() if self._password else None,
+            auto_bind=ldap3.AUTO_BIND_NONE,
+            client_strategy=ldap3.SYNC,
+            read_only=True,
+            raise_exceptions=False,
+            check_names=False,
+            auto_referrals=False,  # a referral is reported as incomplete, never chased
+            auto_range=False,  # ldap3 stops silently when a range sub-search fails: we verify
+            return_empty_attributes=False,
+            # ldap3 packs this into SO_RCVTIMEO as whole seconds: a float raises struct.error.
+            receive_timeout=max(1, math.ceil(directory.timeout)),
+        )
+        try:
+            connection.open()
+            if directory.tls == "starttls" and not server.ldaps and not connection.start_tls():
+                raise ServerUnusable(
+                    f"StartTLS failed ({_result_text(connection)}); "
+                    "not falling back to an unencrypted connection"
+                )
+            bound = connection.bind()
+        except ldap_errors.LDAPException as exc:
+            _close(connection)
+            raise ServerUnusable(_exception_text(exc)) from None
+        finally:
+            # ldap3's Connection repr shows the password; it is not needed after the bind.
+            connection.password = None
+        if not bound:
+            detail = _result_text(connection)
+            _close(connection)
+            if connection.result and connection.result.get("result") == 49:
+                raise DirectoryError(
+                    f"{server.url}: bind as {directory.bind_dn!r} refused: {detail}",
+                    "check bind_dn and the password the spec points at",
+                )
+            raise ServerUnusable(f"bind failed: {detail}")
+        log.debug(
+            "%s: bound as %s (%s)",
+            server.url,
+            directory.bind_dn or "anonymous",
+            "LDAPS" if server.ldaps else directory.tls,
+        )
+        return connection
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _search(self, connection: ldap3.Connection, server: ServerAddress) -> Iterator[Entry]:
+        base = self.base_dn or self._naming_context(connection, server)
+        self.base_dn = base
+        attributes = sorted(set(self._users.attributes()))
+        log.debug("equivalent: %s", self.ldapsearch_command(server, base, attributes))
+        cookie: bytes | None = None
+        for page in range(1, MAX_PAGES + 1):
+            response = self._request(
+                connection,
+                server,
+                base,
+                ldap3.SUBTREE,
+                self._users.filter,
+                attributes,
+                paged_cookie=cookie,
+            )
+            for item in response:
+                if item["type"] == "searchResRef":
+                    raise DirectoryError(
+                        f"{server.url}: the search of {base!r} returned a "
+                        f"referral ({', '.join(item.get('uri', []))}); the read "
+                        "is incomplete",
+                        "set base_dn to a naming context the "
+                        "server holds, or point servers at a global catalog",
+                    )
+                if item["type"] == "searchResEntry":
+                    yield self._entry(connection, server, item)
+            controls = (connection.result or {}).get("controls") or {}
+            cookie = controls.get(PAGED_RESULTS_OID, {}).get("value", {}).get("cookie")
+            if not cookie:
+                log.debug("%s: read %d page(s)", server.url, page)
+                return
+        raise DirectoryError(
+            f"{server.url}: the server kept returning a paging cookie after "
+            f"{MAX_PAGES} pages; the read is incomplete"
+        )
+
+    def _request(
+        self,
+        connection: ldap3.Connection,
+        server: ServerAddress,
+        base: str,
+        scope: str,
+        search_filter: str,
+        attributes: Sequence[str],
+        paged_cookie: bytes | None = None,
+        paged: bool = True,
+    ) -> list[dict[str, Any]]:
+        """One search request; anything but result code 0 is an error naming what and where."""
+        try:
+            connection.search(
+                base,
+                search_filter,
+                search_scope=scope,
+                attributes=list(attributes),
+                dereference_aliases=ldap3.DEREF_NEVER,
+                paged_size=self._directory.page_size if paged else None,
+                paged_criticality=paged,
+                paged_cookie=paged_cookie,
+            )
+        except ldap_errors.LDAPException as exc:
+            raise ServerUnusable(f"the search failed part-way: {_exception_text(exc)}") from None
+        code = (connection.result or {}).get("result")
+        if code != 0:
+            raise DirectoryError(
+                f"{server.url}: search of {base!r} ended with {_result_text(connection)}; "
+                "the read is incomplete and was not used",
+                _RESULT_HINTS.get(code or -1, "check the spec's base_dn and the server's limits"),
+            )
+        return list(connection.response or [])
+
+    def _naming_context(self, connection: ldap3.Connection, server: ServerAddress) -> str:
+        """The base DN the server advertises: AD's defaultNamingContext, else its only context."""
+        root = self._request(
+            connection,
+            server,
+            "",
+            ldap3.BASE,
+            "(objectClass=*)",
+            ["defaultNamingContext", "namingContexts"],
+            paged=False,
+        )
+        attributes = _decoded(root[0]["raw_attributes"]) if root else {}
+        default = attributes.get("defaultnamingcontext", [])
+        contexts = attributes.get("namingcontexts", [])
+        if default:
+            return str(default[0])
+        if len(contexts) == 1:
+            return str(contexts[0])
+        raise DirectoryError(
+            f"{server.url}: cannot tell the base DN: the server advertises "
+            f"{len(contexts)} naming contexts",
+            "set directory.base_dn",
+        )
+
+    def _entry(
+        self, connection: ldap3.Connection, server: ServerAddress, item: dict[str, Any]
+    ) -> Entry:
+        attributes = _decoded(item["raw_attributes"])
+        for name in [n for n in attributes if ";range=" in n]:
+            plain, _, first = name.partition(";range=")
+            values = attributes.pop(name)
+            values += self._rest_of_range(connection, server, item["dn"], plain, first)
+            attributes[plain] = values
+        return Entry(item["dn"], attributes)
+
+    def _rest_of_range(
+        self,
+        connection: ldap3.Connection,
+        server: ServerAddress,
+        dn: str,
+        attribute: str,
+        returned: str,
+    ) -> list[Value]:
+        """AD range retrieval: ask for ``attr;range=N-*`` until the server answers ``…-*``."""
+        values: list[Value] = []
+        for _ in range(MAX_RANGE_ROUNDS):
+            low, _, high = returned.partition("-")
+            if high == "*":
+                return values
+            if not (low.isdigit() and high.isdigit()):
+                break
+            wanted = f"{attribute};range={int(high) + 1}-*"
+            response = self._request(
+                connection, server, dn, ldap3.BASE, "(objectClass=*)", [wanted], paged=False
+            )
+            chunk = _decoded(response[0]["raw_attributes"]) if response else {}
+            name = next((n for n in chunk if n.startswith(attribute.lower() + ";range=")), None)
+            if name is None:
+                break
+            values += chunk[name]
+            returned = name.partition(";range=")[2]
+        raise DirectoryError(
+            f"{server.url}: range retrieval of {attribute} for {dn!r} stopped "
+            f"before its final chunk (last range {returned!r})"
+        )
+
+    def ldapsearch_command(
+        self, server: ServerAddress, base: str, attributes: Sequence[str]
+    ) -> str:
+        """The same search as an ``ldapsearch`` command line, for debugging (no password)."""
+        directory = self._directory
+        words = ["ldapsearch", "-LLL", "-x", "-H", server.url]
+        if directory.tls == "starttls" and not server.ldaps:
+            words.append("-ZZ")
+        if directory.bind_dn:
+            words += ["-D", directory.bind_dn, "-W"]
+        words += [
+            "-b",
+            base,
+            "-s",
+            "sub",
+            "-E",
+            f"!pr={directory.page_size}/noprompt",
+            self._users.filter,
+            *attributes,
+        ]
+        return shlex.join(words)
+
+
+_RESULT_HINTS = {
+    3: "the server's time limit cut the search: raise it for the bind user or narrow the filter",
+    4: "the server's size limit cut the search: raise it for the bind user, or check that the "
+    "server honours paging (directory.page_size)",
+    10: "set base_dn to a naming context this server holds",
+    32: "check directory.base_dn: the server has no such entry",
+    50: "the bind user may not read this part of the directory",
+}
+
+
+def _decoded(raw: dict[str, list[bytes]]) -> dict[str, list[Value]]:
+    """Attribute values as text when UTF-8, else bytes (objectGUID and the like)."""
+    attributes: dict[str, list[Value]] = {}
+    for name, values in raw.items():
+        decoded: list[Value] = []
+        for value in values:
+            try:
+                decoded.append(value.decode("utf-8"))
+            except UnicodeDecodeError:
+                decoded.append(value)
+        attributes.setdefault(name.lower(), []).extend(decoded)
+    return attributes
+
+
+def _result_text(connection: ldap3.Connection) -> str:
+    result: dict[str, Any] = connection.result or {}
+    code: int = result.get("result", -1)
+    name = result.get("description") or RESULT_NAMES.get(code, "unknown")
+    message = (result.get("message") or "").strip()
+    return f"result {code} {name}" + (f": {message}" if message else "")
+
+
+def _exception_text(exc: Exception) -> str:
+    # ldap3 messages name the server and socket error, never the connection's credentials.
+    return str(exc).strip() or type(exc).__name__
+
+
+def _close(connection: ldap3.Connection) -> None:
+    with contextlib.suppress(ldap_errors.LDAPException, OSError):
+        connection.unbind()
