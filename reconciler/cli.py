@@ -10,7 +10,7 @@ import functools
 import inspect
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -31,7 +31,7 @@ from reconciler.reconcile import (
     rollback,
     test_connection,
 )
-from reconciler.render import render_domain_text, render_json, render_text
+from reconciler.render import iter_json, iter_text, render_domain_text
 
 log = logging.getLogger("reconciler")
 
@@ -186,6 +186,14 @@ def _register(func: Callable[..., int], name: str | None) -> Callable[..., None]
     return run
 
 
+def _write(chunks: Iterable[str]) -> None:
+    """Stream a large result to stdout without building it as one string."""
+    out = sys.stdout
+    for chunk in chunks:
+        out.write(chunk)
+    out.flush()
+
+
 def _configure_logging(options: Options) -> None:
     level = logging.WARNING if options.quiet else logging.DEBUG if options.verbose else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
@@ -239,8 +247,10 @@ def plan(
 ) -> int:
     """Read the directory, map it and show what apply would change. Never writes."""
     plans = [p.plan for p in plan_all(options.workspace(), domains or [])]
-    render = render_json if output_format is PlanFormat.json else render_text
-    typer.echo(render(plans), nl=False)
+    if output_format is PlanFormat.json:
+        _write(iter_json(plans))
+    else:
+        _write(line + "\n" for line in iter_text(plans))
     if any(p.refusals() for p in plans):
         return EXIT_REFUSED
     if detailed_exitcode and any(p.has_changes for p in plans):

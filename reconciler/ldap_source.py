@@ -9,6 +9,7 @@ what was incomplete and where; nothing is applied from it.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import logging
 import math
@@ -172,15 +173,15 @@ class LdapSource:
         )
         try:
             connection.open()
-            if directory.tls == "starttls" and not server.ldaps and not connection.start_tls():
-                raise ServerUnusable(
-                    f"StartTLS failed ({_result_text(connection)}); "
-                    "not falling back to an unencrypted connection"
-                )
+            if directory.tls == "starttls" and not server.ldaps:
+                _start_tls(connection)
             bound = connection.bind()
         except ldap_errors.LDAPException as exc:
             _close(connection)
             raise ServerUnusable(_exception_text(exc)) from None
+        except ServerUnusable:
+            _close(connection)
+            raise
         finally:
             # ldap3's Connection repr shows the password; it is not needed after the bind.
             connection.password = None
@@ -373,14 +374,20 @@ _RESULT_HINTS = {
 }
 
 
+# Octet-string attributes (AD's objectGUID and objectSid): bytes even when they happen to be
+# valid UTF-8, as the LDIF source keeps them; text would give the entry another id.
+_BINARY = frozenset({"objectguid", "objectsid"})
+
+
 def _decoded(raw: dict[str, list[bytes]]) -> dict[str, list[Value]]:
     """Attribute values as text when UTF-8, else bytes (objectGUID and the like)."""
     attributes: dict[str, list[Value]] = {}
     for name, values in raw.items():
         decoded: list[Value] = []
+        binary = name.lower().partition(";")[0] in _BINARY
         for value in values:
             try:
-                decoded.append(value.decode("utf-8"))
+                decoded.append(value if binary else value.decode("utf-8"))
             except UnicodeDecodeError:
                 decoded.append(value)
         attributes.setdefault(name.lower(), []).extend(decoded)
@@ -395,11 +402,41 @@ def _result_text(connection: ldap3.Connection) -> str:
     return f"result {code} {name}" + (f": {message}" if message else "")
 
 
+def _start_tls(connection: ldap3.Connection) -> None:
+    """StartTLS or ServerUnusable; ldap3 raises (it seldom returns False) when it fails."""
+    try:
+        started = connection.start_tls()
+    except ldap_errors.LDAPException as exc:
+        started, why = False, _exception_text(exc)
+    else:
+        why = _result_text(connection)
+    if not started:
+        raise ServerUnusable(
+            f"StartTLS failed ({why}); not falling back to an unencrypted connection"
+        )
+
+
 def _exception_text(exc: Exception) -> str:
     # ldap3 messages name the server and socket error, never the connection's credentials.
-    return str(exc).strip() or type(exc).__name__
+    # Its socket errors also derive from OSError/SSLError, whose str() of a single argument is
+    # that tuple's repr, re-wrapped on each re-raise: ("('socket ssl wrapping error: …',)",)
+    text = str(exc).strip()
+    while text.startswith("(") and text.endswith(",)"):
+        try:
+            inner = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            break
+        if not (isinstance(inner, tuple) and len(inner) == 1):
+            break
+        text = str(inner[0]).strip()
+    return text or type(exc).__name__
 
 
 def _close(connection: ldap3.Connection) -> None:
     with contextlib.suppress(ldap_errors.LDAPException, OSError):
         connection.unbind()
+    # ldap3 leaves the socket of a failed open (refused, TLS handshake) open: unbind() skips a
+    # connection it never marked open.
+    if connection.socket is not None:
+        with contextlib.suppress(OSError):
+            connection.socket.close()

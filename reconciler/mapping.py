@@ -8,7 +8,6 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 
 from reconciler.directory import Entry, Value
 from reconciler.recipient import Recipient
@@ -16,6 +15,9 @@ from reconciler.spec import DomainSpec
 
 # "SMTP:" marks the primary address, "smtp:" a secondary one; X500:, SIP:, X400: … are not mail.
 _PREFIXED = re.compile(r"^([A-Za-z][A-Za-z0-9]*):(.*)$", re.DOTALL)
+
+# One "@", no white space, a domain of non-empty dot-separated labels (a final dot allowed).
+_ADDRESS = re.compile(r"([^\s@]+)@((?:[^\s@.]+\.)*[^\s@.]+)\.?")
 
 # Reasons an address from the directory is not a recipient, as counted in the plan.
 FOREIGN_DOMAIN = "foreign domain"
@@ -128,7 +130,7 @@ def _accept(address: str, spec: DomainSpec, result: MappingResult) -> bool:
 
 
 def _excluded(address: str, spec: DomainSpec) -> bool:
-    return any(fnmatchcase(address, pattern) for pattern in spec.exclude)
+    return spec.excludes(address)
 
 
 def _mail_values(values: Iterable[Value]) -> Iterable[str]:
@@ -154,13 +156,15 @@ def _normalize(value: Value) -> str | None:
     if not isinstance(value, str):
         return None
     address = value.strip().lower()
-    local, at, domain = address.rpartition("@")
-    if not at or not local or not domain or any(c.isspace() for c in address):
+    match = _ADDRESS.fullmatch(address)
+    if match is None:
         return None
-    try:
-        domain = domain.rstrip(".").encode("idna").decode("ascii")
-    except UnicodeError:
-        return None
+    local, domain = match.groups()
+    if not domain.isascii():  # the idna codec is slow: only IDN domains need it
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            return None
     return f"{local}@{domain}"
 
 

@@ -6,10 +6,13 @@ into a :class:`DomainSpec`, filling in what the directory flavor implies.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -88,10 +91,21 @@ class DomainSpec:
     source: Path
     digest: str
 
-    @property
+    @cached_property
     def managed_domains(self) -> frozenset[str]:
         """Mail domains whose addresses this spec owns; addresses elsewhere are dropped."""
         return frozenset((self.domain, *self.domain_aliases))
+
+    @cached_property
+    def _exclude_pattern(self) -> re.Pattern[str] | None:
+        # One regex for all globs: the mapping asks for every address of the directory.
+        if not self.exclude:
+            return None
+        return re.compile("|".join(fnmatch.translate(p) for p in self.exclude))
+
+    def excludes(self, address: str) -> bool:
+        """Whether a (lower-case) address matches one of the ``exclude`` globs."""
+        return self._exclude_pattern is not None and bool(self._exclude_pattern.match(address))
 
 
 def build_spec(merged: Mapping[str, Any], source: Path, inventory_dir: Path) -> DomainSpec:
