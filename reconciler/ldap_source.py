@@ -130,7 +130,9 @@ class LdapSource:
                 return
             except ServerUnusable as exc:
                 self._failures[server.url] = exc.message
-                raise ReadInterrupted(f"{server.url}: {exc.message}") from None
+                if len(self._failures) < len(self._servers):
+                    raise ReadInterrupted(f"{server.url}: {exc.message}") from None
+                break
             finally:
                 _close(connection)
         tried = "; ".join(f"{url}: {why}" for url, why in self._failures.items())
@@ -185,6 +187,7 @@ class LdapSource:
         finally:
             # ldap3's Connection repr shows the password; it is not needed after the bind.
             connection.password = None
+            connection.request = None  # ldap3 keeps the last request: the bind, with it
         if not bound:
             detail = _result_text(connection)
             _close(connection)
@@ -370,6 +373,7 @@ _RESULT_HINTS = {
     "server honours paging (directory.page_size)",
     10: "set base_dn to a naming context this server holds",
     32: "check directory.base_dn: the server has no such entry",
+    11: "the server refused the paged search: lower directory.page_size to its paging limit",
     50: "the bind user may not read this part of the directory",
 }
 
@@ -407,7 +411,7 @@ def _start_tls(connection: ldap3.Connection) -> None:
     try:
         started = connection.start_tls()
     except ldap_errors.LDAPException as exc:
-        started, why = False, _exception_text(exc)
+        started, why = False, _exception_text(exc).removeprefix("startTLS failed - ")
     else:
         why = _result_text(connection)
     if not started:

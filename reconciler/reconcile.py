@@ -74,6 +74,7 @@ def read_directory(spec: DomainSpec) -> tuple[DirectorySource, MappingResult]:
         except ReadInterrupted as exc:
             # The mapping of a half-read directory is thrown away; the read starts over.
             log.warning("%s; reading again from the start on the next server", exc.message)
+            # (the source raises ReadInterrupted only while it has a server left to try)
 
 
 def plan_domain(spec: DomainSpec, state: State) -> DomainPlan:
