@@ -49,6 +49,16 @@ class GitStore:
         self.root = Path(repo.working_tree_dir)
         self.git_dir = Path(repo.git_dir)
 
+    def close(self) -> None:
+        """Stop the git processes GitPython keeps running (cat-file) for this repository."""
+        self._repo.close()
+
+    def __enter__(self) -> GitStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @classmethod
     def discover(cls, path: Path) -> GitStore:
         """The repository at or around ``path``."""

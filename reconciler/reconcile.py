@@ -114,8 +114,7 @@ def apply_all(workspace: Workspace, domains: Sequence[str]) -> list[Applied]:
     All-or-nothing across the run's checks: if any domain is refused, no domain is written.
     Each domain's own write is all-or-nothing too (a failed commit restores its file).
     """
-    store = workspace.store()
-    with store.lock():
+    with workspace.store() as store, store.lock():
         store.preflight([workspace.state_dir, workspace.inventory_dir])
         planned = plan_all(workspace, domains)
         refusals = [reason for p in planned for reason in p.plan.refusals()]
@@ -151,9 +150,8 @@ def rollback(
 ) -> Applied:
     """Restore the state of ``domain`` as of ``to`` (default: before its last sync) as a new
     commit, and put the domain on hold so the next sync does not undo the rollback."""
-    store = workspace.store()
     path = workspace.state_file(domain)
-    with store.lock():
+    with workspace.store() as store, store.lock():
         store.preflight([workspace.state_dir])
         current = load_state(path, domain)
         target = store.resolve(to) if to else _before_last_sync(store, path, domain)
@@ -191,9 +189,8 @@ def _before_last_sync(store: GitStore, path: Path, domain: str) -> str:
 
 def resume(workspace: Workspace, domain: str) -> Applied:
     """Lift the hold of ``domain`` with a commit; nothing to do when it is not held."""
-    store = workspace.store()
     path = workspace.state_file(domain)
-    with store.lock():
+    with workspace.store() as store, store.lock():
         store.preflight([workspace.state_dir])
         state = load_state(path, domain)
         count = len(state.recipients)
@@ -210,9 +207,9 @@ def resume(workspace: Workspace, domain: str) -> Applied:
 
 def history(workspace: Workspace, domains: Sequence[str]) -> list[tuple[str, Commit]]:
     """(domain, commit) for every commit that changed a domain's state, newest first."""
-    store = workspace.store()
     names = list(domains) or sorted(p.stem for p in workspace.state_dir.glob("*.yaml"))
-    entries = [(d, c) for d in names for c in store.log(workspace.state_file(d))]
+    with workspace.store() as store:
+        entries = [(d, c) for d in names for c in store.log(workspace.state_file(d))]
     # Compare instants, not the text of dates written in different time zones.
     return sorted(entries, key=lambda e: datetime.fromisoformat(e[1].date), reverse=True)
 
