@@ -74,9 +74,11 @@ CANARY = "Canary-7f3b-not-for-logs"  # the right password of canary_slapd's root
 WRONG_CANARY = "Canary-wrong-91c4-not-for-logs"
 
 
-@pytest.fixture(autouse=True)
-def _environment(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(autouse=True, params=["fast", "ldap3"])
+def _environment(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     isolate_git(monkeypatch)
+    # Every case runs on both read paths: our decoder (ldapwire) and ldap3's own.
+    monkeypatch.setenv("RECONCILER_LDAP_DECODER", request.param)
     monkeypatch.setenv(PASSWORD_VAR, READER_PASSWORD)
     # The CLI (other test modules') leaves the "reconciler" logger writing to a closed stream
     # and not propagating: direct calls would log into the void.
@@ -862,3 +864,14 @@ def test_ldif_and_ldap_give_the_same_recipients(ad_slapd: SlapdServer, tmp_path:
     assert from_ldap.recipients == expected
     assert from_ldif.dropped == from_ldap.dropped == {"foreign domain": 1}
     assert from_ldif.entries_read == from_ldap.entries_read == 2
+
+
+def test_the_read_path_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reconciler.errors import ConfigError
+    from reconciler.ldap_source import read_path
+
+    monkeypatch.setenv("RECONCILER_LDAP_DECODER", "LDAP3 ")
+    assert read_path() == "ldap3"
+    monkeypatch.setenv("RECONCILER_LDAP_DECODER", "pyasn1")
+    with pytest.raises(ConfigError, match="must be fast or ldap3, not 'pyasn1'"):
+        read_path()
