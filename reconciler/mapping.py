@@ -13,9 +13,6 @@ from reconciler.directory import Entry, Value
 from reconciler.recipient import Recipient
 from reconciler.spec import DomainSpec
 
-# "SMTP:" marks the primary address, "smtp:" a secondary one; X500:, SIP:, X400: … are not mail.
-_PREFIXED = re.compile(r"^([A-Za-z][A-Za-z0-9]*):(.*)$", re.DOTALL)
-
 # One "@", no white space, a domain of non-empty dot-separated labels (a final dot allowed).
 _ADDRESS = re.compile(r"([^\s@]+)@((?:[^\s@.]+\.)*[^\s@.]+)\.?")
 
@@ -55,58 +52,86 @@ class MappingResult:
 def map_entries(entries: Iterable[Entry], spec: DomainSpec) -> MappingResult:
     """Map every entry to its mailbox and aliases in one pass; only the result is kept."""
     result = MappingResult()
+    map_user = _UserMapper(spec, result).map
     for entry in entries:
         result.entries_read += 1
-        _map_user(entry, spec, result)
+        map_user(entry)
     for address in result.conflicts:
         result.recipients.pop(address, None)
     return result
 
 
-def _map_user(entry: Entry, spec: DomainSpec, result: MappingResult) -> None:
-    users = spec.users
-    primary_raw = entry.first(users.mail_attribute)
-    addresses = [v for a in users.alias_attributes for v in _mail_values(entry.values(a))]
-    if primary_raw is None:
-        # A proxyAddresses "SMTP:" value is the primary address when there is no mail attribute.
-        primary_raw = next(
-            (v for a in users.alias_attributes for v in _primary_values(entry.values(a))), None
-        )
-    if primary_raw is None:
-        result.dropped[NO_ADDRESS] += 1
-        return
-    primary = _normalize(primary_raw)
-    if primary is None:
-        result.dropped[INVALID] += 1
-        return
+class _UserMapper:
+    """The per-entry mapping with everything the spec implies looked up once: it runs for
+    every entry of directories with hundreds of thousands of them."""
 
-    entry_id = _identity(entry, users.id_attribute)
-    if entry_id is None:
-        result.entries_without_id += 1
-        entry_id = entry.dn
-    if _excluded(primary, spec):
-        # Excluding a person (an erasure request, say) excludes every address of theirs:
-        # an alias left behind would still name them as its target.
-        others = {_normalize(a) for a in (*entry.values(users.mail_attribute), *addresses)}
-        result.dropped[EXCLUDED] += len(others - {None, primary}) + 1
-        return
-    if _accept(primary, spec, result):
-        name = entry.first(users.name_attribute) if users.name_attribute else None
-        mailbox = Recipient(kind="mailbox", name=_text(name), id=entry_id, status="active")
-        _claim(primary, mailbox, entry.dn, result)
+    def __init__(self, spec: DomainSpec, result: MappingResult) -> None:
+        users = spec.users
+        self.spec, self.result = spec, result
+        self.mail = users.mail_attribute.lower()
+        self.alias_attributes = tuple(a.lower() for a in users.alias_attributes)
+        self.name = users.name_attribute.lower() if users.name_attribute else None
+        self.managed = spec.managed_domains
+        self.excludes = spec.excludes if spec.exclude else None
 
-    extra_mail = [v for v in entry.values(users.mail_attribute)[1:] if isinstance(v, str)]
-    seen = {primary}
-    for raw in (*extra_mail, *addresses):
-        address = _normalize(raw)
-        if address is None:
+    def map(self, entry: Entry) -> None:
+        result, attributes = self.result, entry.attributes
+        mail = attributes.get(self.mail, ())
+        addresses = [
+            address
+            for attribute in self.alias_attributes
+            for address in _mail_values(attributes.get(attribute, ()))
+        ]
+        primary_raw = mail[0] if mail else None
+        if primary_raw is None:
+            # A proxyAddresses "SMTP:" value is the primary address when there is no mail.
+            primary_raw = next(
+                (v for a in self.alias_attributes for v in _primary_values(entry.values(a))),
+                None,
+            )
+        if primary_raw is None:
+            result.dropped[NO_ADDRESS] += 1
+            return
+        primary = _normalize(primary_raw)
+        if primary is None:
             result.dropped[INVALID] += 1
-            continue
-        if address in seen:
-            continue
-        seen.add(address)
-        if _accept(address, spec, result):
-            _claim(address, Recipient(kind="alias", target=primary), entry.dn, result)
+            return
+
+        entry_id = _identity(entry, self.spec.users.id_attribute)
+        if entry_id is None:
+            result.entries_without_id += 1
+            entry_id = entry.dn
+        if self.excludes is not None and self.excludes(primary):
+            # Excluding a person (an erasure request, say) excludes every address of theirs:
+            # an alias left behind would still name them as its target.
+            others = {_normalize(a) for a in (*mail, *addresses)}
+            result.dropped[EXCLUDED] += len(others - {None, primary}) + 1
+            return
+        if self._accept(primary):
+            name = attributes.get(self.name, ()) if self.name else ()
+            mailbox = Recipient("mailbox", _text(name[0]) if name else None, entry_id, "active")
+            _claim(primary, mailbox, entry.dn, result)
+
+        alias = Recipient("alias", target=primary)  # one object serves all of them
+        seen = {primary}
+        for raw in (*(v for v in mail[1:] if isinstance(v, str)), *addresses):
+            address = _normalize(raw)
+            if address is None:
+                result.dropped[INVALID] += 1
+            elif address not in seen:
+                seen.add(address)
+                if self._accept(address):
+                    _claim(address, alias, entry.dn, result)
+
+    def _accept(self, address: str) -> bool:
+        """Whether the address is in a managed domain and not excluded; counts it when not."""
+        if address[address.index("@") + 1 :] not in self.managed:
+            self.result.dropped[FOREIGN_DOMAIN] += 1
+            return False
+        if self.excludes is not None and self.excludes(address):
+            self.result.dropped[EXCLUDED] += 1
+            return False
+        return True
 
 
 def _claim(address: str, recipient: Recipient, dn: str, result: MappingResult) -> None:
@@ -118,31 +143,19 @@ def _claim(address: str, recipient: Recipient, dn: str, result: MappingResult) -
     result.recipients[address] = recipient
 
 
-def _accept(address: str, spec: DomainSpec, result: MappingResult) -> bool:
-    """Whether this address belongs to the domain and is not excluded; counts it when not."""
-    if address.rpartition("@")[2] not in spec.managed_domains:
-        result.dropped[FOREIGN_DOMAIN] += 1
-        return False
-    if _excluded(address, spec):
-        result.dropped[EXCLUDED] += 1
-        return False
-    return True
-
-
-def _excluded(address: str, spec: DomainSpec) -> bool:
-    return spec.excludes(address)
-
-
 def _mail_values(values: Iterable[Value]) -> Iterable[str]:
-    """Addresses in a multi-valued attribute: plain values and smtp:-prefixed ones."""
+    """Addresses in a multi-valued attribute: plain values and smtp:-prefixed ones.
+
+    "SMTP:" marks the primary address, "smtp:" a secondary one; X500:, SIP:, X400: … are
+    other kinds of address and are skipped."""
     for value in values:
         if not isinstance(value, str):
             continue
-        match = _PREFIXED.match(value)
-        if match is None:
+        prefix, colon, rest = value.partition(":")
+        if not colon or not (prefix.isascii() and prefix.isalnum() and prefix[0].isalpha()):
             yield value
-        elif match.group(1).lower() == "smtp":
-            yield match.group(2)
+        elif prefix.lower() == "smtp":
+            yield rest
 
 
 def _primary_values(values: Iterable[Value]) -> Iterable[str]:
@@ -160,11 +173,12 @@ def _normalize(value: Value) -> str | None:
     if match is None:
         return None
     local, domain = match.groups()
-    if not domain.isascii():  # the idna codec is slow: only IDN domains need it
-        try:
-            domain = domain.encode("idna").decode("ascii")
-        except UnicodeError:
-            return None
+    if domain.isascii():  # the idna codec is slow: only IDN domains need it
+        return address if address[-1] != "." else f"{local}@{domain}"
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
     return f"{local}@{domain}"
 
 

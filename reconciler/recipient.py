@@ -11,6 +11,7 @@ STATUSES = ("active", "disabled")
 
 # The order fields are written in, so a state line always reads the same way.
 FIELD_ORDER = ("kind", "name", "id", "status", "target", "members")
+_MAILBOX_FIELDS = frozenset(("kind", "name", "id", "status"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,22 @@ class Recipient:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Recipient:
         """Inverse of :meth:`to_dict`; raises ValueError naming the first bad field."""
+        # The usual shapes, checked cheaply: a state file has one of these per line.
+        kind = data.get("kind")
+        target = data.get("target")
+        if kind == "alias" and len(data) == 2 and type(target) is str and target:
+            return cls("alias", target=target)
+        if (
+            kind == "mailbox"
+            and data.keys() <= _MAILBOX_FIELDS
+            and all(type(v) is str for v in data.values())
+            and data.get("status", "active") in STATUSES
+        ):
+            return cls("mailbox", data.get("name"), data.get("id"), data.get("status"))
+        return cls._checked(data)
+
+    @classmethod
+    def _checked(cls, data: Mapping[str, Any]) -> Recipient:
         unknown = sorted(set(data) - set(FIELD_ORDER))
         if unknown:
             raise ValueError(f"unknown field {unknown[0]!r}")
