@@ -77,11 +77,9 @@ class _UserMapper:
     def map(self, entry: Entry) -> None:
         result, attributes = self.result, entry.attributes
         mail = attributes.get(self.mail, ())
-        addresses = [
-            address
-            for attribute in self.alias_attributes
-            for address in _mail_values(attributes.get(attribute, ()))
-        ]
+        addresses: list[str] = []
+        for attribute in self.alias_attributes:
+            addresses += _mail_values(attributes.get(attribute, ()))
         primary_raw = mail[0] if mail else None
         if primary_raw is None:
             # A proxyAddresses "SMTP:" value is the primary address when there is no mail.
@@ -143,19 +141,27 @@ def _claim(address: str, recipient: Recipient, dn: str, result: MappingResult) -
     result.recipients[address] = recipient
 
 
-def _mail_values(values: Iterable[Value]) -> Iterable[str]:
+def _mail_values(values: Iterable[Value]) -> list[str]:
     """Addresses in a multi-valued attribute: plain values and smtp:-prefixed ones.
 
     "SMTP:" marks the primary address, "smtp:" a secondary one; X500:, SIP:, X400: … are
     other kinds of address and are skipped."""
+    found = []
     for value in values:
-        if not isinstance(value, str):
+        if type(value) is not str:
             continue
-        prefix, colon, rest = value.partition(":")
-        if not colon or not (prefix.isascii() and prefix.isalnum() and prefix[0].isalpha()):
-            yield value
-        elif prefix.lower() == "smtp":
-            yield rest
+        colon = value.find(":")
+        if colon < 0:
+            found.append(value)
+        elif colon == 4 and value[:4].lower() == "smtp":
+            found.append(value[5:])
+        elif not _is_prefix(value[:colon]):
+            found.append(value)  # a colon, but not after an address type: keep it as written
+    return found
+
+
+def _is_prefix(text: str) -> bool:
+    return text.isascii() and text.isalnum() and text[0].isalpha()
 
 
 def _primary_values(values: Iterable[Value]) -> Iterable[str]:
@@ -172,9 +178,11 @@ def _normalize(value: Value) -> str | None:
     match = _ADDRESS.fullmatch(address)
     if match is None:
         return None
+    if address.isascii() and address[-1] != ".":  # the usual case: already in stored form
+        return address
     local, domain = match.groups()
     if domain.isascii():  # the idna codec is slow: only IDN domains need it
-        return address if address[-1] != "." else f"{local}@{domain}"
+        return f"{local}@{domain}"
     try:
         domain = domain.encode("idna").decode("ascii")
     except UnicodeError:
