@@ -6,8 +6,10 @@ Git. Nothing is written until every domain of a run has been planned and checked
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,9 +105,27 @@ def plan_all(workspace: Workspace, domains: Sequence[str]) -> list[Planned]:
     """Plan every named domain (all when none are named). Writes nothing."""
     planned = []
     for spec in load_specs(workspace.inventory_dir, domains):
-        state = load_state(workspace.state_file(spec.domain), spec.domain)
-        planned.append(Planned(spec, state, plan_domain(spec, state)))
+        with _bulk_objects():
+            state = load_state(workspace.state_file(spec.domain), spec.domain)
+            planned.append(Planned(spec, state, plan_domain(spec, state)))
     return planned
+
+
+@contextlib.contextmanager
+def _bulk_objects() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a domain's recipients are built.
+
+    Hundreds of thousands of long-lived, acyclic objects (entries, recipients, changes) make
+    every collection rescan them all; that cost a quarter of a 100k-user plan. Reference
+    counting still frees everything; the collector runs again right after.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def apply_all(workspace: Workspace, domains: Sequence[str]) -> list[Applied]:
