@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
 from reconciler.mapping import Conflict
 from reconciler.recipient import FIELD_ORDER, Recipient
-from reconciler.state import Hold
+from reconciler.state import Hold, StoredRecipients
 
 Action = Literal["add", "update", "remove"]
 SYMBOLS: Mapping[str, str] = {"remove": "-", "update": "~", "add": "+"}
@@ -151,15 +151,20 @@ class DomainPlan:
 def compute_changes(
     existing: Mapping[str, Recipient], desired: Mapping[str, Recipient]
 ) -> tuple[Change, ...]:
-    """The changes that turn ``existing`` into ``desired``: removals first, sorted by address."""
+    """The changes that turn ``existing`` into ``desired``: removals first, sorted by address.
+
+    Recipients are compared by their canonical text when a side is stored as text (the state
+    is), so unchanged recipients are never made into objects.
+    """
+    existing_text = _text_getter(existing)
+    desired_text = _text_getter(desired)
+    common = existing.keys() & desired.keys()
+    updated = sorted(
+        a for a in common if existing_text(a) != desired_text(a) and existing[a] != desired[a]
+    )
     # Sorting plain address lists (not Change objects by a key function) keeps this fast at
     # hundreds of thousands of recipients.
     removed = sorted(existing.keys() - desired.keys())
-    updated = sorted(
-        a
-        for a in existing.keys() & desired.keys()
-        if existing[a] is not desired[a] and existing[a] != desired[a]
-    )
     added = sorted(desired.keys() - existing.keys())
     return (
         *(Change("remove", a, existing[a], None) for a in removed),
@@ -168,10 +173,27 @@ def compute_changes(
     )
 
 
+def _text_getter(recipients: Mapping[str, Recipient]) -> Callable[[str], str]:
+    if isinstance(recipients, StoredRecipients):
+        return recipients.text_of
+    memo: dict[int, str] = {}  # the mapping shares one alias object per entry
+
+    def text_of(address: str) -> str:
+        recipient = recipients[address]
+        text = memo.get(id(recipient))
+        if text is None:
+            text = memo[id(recipient)] = recipient.to_json()
+        return text
+
+    return text_of
+
+
 def apply_changes(
     existing: Mapping[str, Recipient], changes: tuple[Change, ...]
-) -> dict[str, Recipient]:
+) -> Mapping[str, Recipient]:
     """The recipients after ``changes``: exactly what the plan showed, nothing recomputed."""
+    if isinstance(existing, StoredRecipients):
+        return existing.updated((c.address, c.new) for c in changes)
     result = dict(existing)
     for change in changes:
         if change.new is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +14,22 @@ STATUSES = ("active", "disabled")
 # The order fields are written in, so a state line always reads the same way.
 FIELD_ORDER = ("kind", "name", "id", "status", "target", "members")
 _MAILBOX_FIELDS = frozenset(("kind", "name", "id", "status"))
+# Characters YAML does not allow raw in a double-quoted scalar, or reads as a line break.
+_YAML_UNSAFE = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]"
+)
+
+
+# json's own (C) string encoder, as json.dumps(ensure_ascii=False) uses it.
+_string = json.encoder.encode_basestring
+
+
+def canonical_json(value: Any) -> str:
+    """Compact one-line JSON that is also a valid YAML flow node: the state's line format."""
+    text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+    if _YAML_UNSAFE.search(text) is None:
+        return text
+    return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +51,29 @@ class Recipient:
             if value is not None:
                 data[field] = list(value) if isinstance(value, tuple) else value
         return data
+
+    def to_json(self) -> str:
+        """The canonical text of this recipient, as a state line holds it.
+
+        Mailboxes and aliases (nearly every line of a state) are put together directly:
+        this runs once per recipient of every plan."""
+        target = self.target
+        if self.members is not None or (self.kind != "alias") == (target is not None):
+            return canonical_json(self.to_dict())
+        if target is not None:  # an alias
+            text = '{"kind": "alias", "target": ' + _string(target) + "}"
+        else:
+            text = '{"kind": ' + _string(self.kind)
+            if self.name is not None:
+                text += ', "name": ' + _string(self.name)
+            if self.id is not None:
+                text += ', "id": ' + _string(self.id)
+            if self.status is not None:
+                text += ', "status": ' + _string(self.status)
+            text += "}"
+        if _YAML_UNSAFE.search(text) is None:
+            return text
+        return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Recipient:

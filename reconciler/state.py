@@ -14,20 +14,27 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from reconciler.errors import StateError
-from reconciler.recipient import Recipient
+from reconciler.recipient import Recipient, canonical_json
 
 # A key written without quotes: plain YAML-safe characters only, so it can never be misread.
 _PLAIN_KEY = re.compile(r"^[a-z0-9][a-z0-9._+=-]*@[a-z0-9][a-z0-9.-]*$")
 _PLAIN_DOMAIN = re.compile(r"^[a-z0-9][a-z0-9.-]*$")  # as dump_state writes it
-# Characters YAML does not allow raw in a double-quoted scalar, or reads as a line break.
-_YAML_UNSAFE = re.compile(
-    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]"
+# A JSON string, and the exact recipient lines dump_state writes for mailboxes and aliases:
+# lines like these are valid, so loading can keep them as text and parse them only when needed.
+_CHARS = r'[^"\\\x00-\x1f]*'  # a run of characters that need no escape
+_ESCAPE = r'\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})'
+_STRING = rf'"{_CHARS}(?:{_ESCAPE}{_CHARS})*"'  # unrolled: one greedy run per plain stretch
+_CANONICAL_LINE = re.compile(
+    rf'\{{"kind": "mailbox"(?:, "name": {_STRING})?(?:, "id": {_STRING})?'
+    rf'(?:, "status": "(?:active|disabled)")?\}}'
+    rf'|\{{"kind": "alias", "target": (?!"")'
+    rf"{_STRING}\}}"
 )
 
 
@@ -51,10 +58,48 @@ class State:
     hold: Hold | None = None
 
 
-def _json(value: Any) -> str:
-    """Compact JSON that is also a valid YAML flow node and stays on one line."""
-    text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
-    return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+_json = canonical_json
+
+
+class StoredRecipients(Mapping[str, Recipient]):
+    """Recipients as their canonical state lines, made into objects only when asked for.
+
+    A 100k-address state is mostly unchanged between syncs; comparing its lines as text with
+    the desired recipients' canonical text spares building (and holding) an object for each.
+    Every line held here is known valid: it either has the exact canonical shape or was
+    parsed and checked when loaded.
+    """
+
+    __slots__ = ("_lines",)
+
+    def __init__(self, lines: dict[str, str]) -> None:
+        self._lines = lines
+
+    def __getitem__(self, address: str) -> Recipient:
+        return Recipient.from_dict(json.loads(self._lines[address]))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._lines)
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def __contains__(self, address: object) -> bool:
+        return address in self._lines
+
+    def text_of(self, address: str) -> str:
+        """The canonical line of ``address`` (what Recipient.to_json() gives)."""
+        return self._lines[address]
+
+    def updated(self, changes: Iterable[tuple[str, Recipient | None]]) -> StoredRecipients:
+        """A copy with each (address, recipient or None for removal) applied."""
+        lines = dict(self._lines)
+        for address, recipient in changes:
+            if recipient is None:
+                del lines[address]
+            else:
+                lines[address] = recipient.to_json()
+        return StoredRecipients(lines)
 
 
 def _key(address: str) -> str:
@@ -73,9 +118,13 @@ def dump_state(state: State, spec_source: str) -> str:
         lines.append("recipients: {}")
     else:
         lines.append("recipients:")
-        lines += [
-            f"  {_key(a)}: {_json(state.recipients[a].to_dict())}" for a in sorted(state.recipients)
-        ]
+        recipients = state.recipients
+        text_of = (
+            recipients.text_of
+            if isinstance(recipients, StoredRecipients)
+            else lambda a: recipients[a].to_json()
+        )
+        lines += [f"  {_key(a)}: {text_of(a)}" for a in sorted(recipients)]
     return "\n".join(lines) + "\n"
 
 
@@ -110,6 +159,9 @@ def load_state(path: Path, domain: str) -> State:
 
 def parse_state(text: str, path: Path, domain: str) -> State:
     """Parse state text, fast when canonical, through YAML otherwise."""
+    state = _parse_whole(text, path, domain)
+    if state is not None:
+        return state
     try:
         data = _parse_canonical(text)
     except _NotCanonical:
@@ -119,6 +171,31 @@ def parse_state(text: str, path: Path, domain: str) -> State:
 
 class _NotCanonical(Exception):
     pass
+
+
+_HEADER = re.compile(r"(?:#[^\n]*\n)*domain: ([a-z0-9][a-z0-9.-]*)\nhold: ([^\n]*)\nrecipients:\n")
+_PLAIN_LINE = f"  ([a-z0-9][a-z0-9._+=-]*@[a-z0-9][a-z0-9.-]*): ({_CANONICAL_LINE.pattern})\n"
+_BODY = re.compile(f"(?:{_PLAIN_LINE})*")
+_LINE = re.compile(_PLAIN_LINE)
+
+
+def _parse_whole(text: str, path: Path, domain: str) -> State | None:
+    """The file exactly as dump_state writes it, read in two regex passes over the text
+    (a 100k-line state in well under a second); None for anything else."""
+    header = _HEADER.match(text)
+    if header is None or header.group(1) != domain:
+        return None
+    body = text[header.end() :]
+    if _BODY.fullmatch(body) is None:
+        return None
+    lines = dict(_LINE.findall(body))
+    if len(lines) != body.count("\n"):
+        return None  # a duplicate address: the slower readers say where
+    try:
+        hold = json.loads(header.group(2))
+    except ValueError:
+        return None
+    return State(domain, StoredRecipients(lines), _to_hold(hold, path))
 
 
 def _parse_canonical(text: str) -> dict[str, Any]:
@@ -159,13 +236,20 @@ def _split_recipient_line(line: str) -> tuple[str, Any]:
             rest = line[end:]
             if not rest.startswith(": "):
                 raise _NotCanonical
-            return key, json.loads(rest[2:])
+            return key, _value_text(rest[2:])
         key, sep, rest = line.partition(": ")
         if not sep or not _PLAIN_KEY.match(key):
             raise _NotCanonical
-        return key, json.loads(rest)
+        return key, _value_text(rest)
     except ValueError:
         raise _NotCanonical from None
+
+
+def _value_text(text: str) -> str:
+    """A recipient line's value, still as text; _to_state checks it."""
+    if not (text.startswith("{") and text.endswith("}")):
+        raise _NotCanonical
+    return text
 
 
 def _parse_yaml(text: str, path: Path) -> dict[str, Any]:
@@ -197,16 +281,26 @@ def _to_state(data: dict[str, Any], path: Path, domain: str) -> State:
     raw_recipients = data.get("recipients")
     if not isinstance(raw_recipients, dict):
         raise StateError(f"{path}: 'recipients' is missing or not a mapping")
-    recipients: dict[str, Recipient] = {}
+    lines: dict[str, str] = {}
     for address, (line, value) in raw_recipients.items():
         where = f"{path}:{line}" if line else str(path)
+        if isinstance(value, str):  # a line of the canonical file, still as text
+            if _CANONICAL_LINE.fullmatch(value) and address == address.lower():
+                lines[address] = value
+                continue
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise StateError(
+                    f"{where}: recipient {address}: not a JSON object: {exc}"
+                ) from None
         if address != address.lower() or not isinstance(value, dict):
             raise StateError(f"{where}: {address!r} is not a lower-case address with a mapping")
         try:
-            recipients[address] = Recipient.from_dict(value)
+            lines[address] = Recipient.from_dict(value).to_json()
         except ValueError as exc:
             raise StateError(f"{where}: recipient {address}: {exc}") from None
-    return State(domain, recipients, _to_hold(data.get("hold"), path))
+    return State(domain, StoredRecipients(lines), _to_hold(data.get("hold"), path))
 
 
 def _to_hold(raw: Any, path: Path) -> Hold | None:

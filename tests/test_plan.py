@@ -11,7 +11,7 @@ from reconciler.mapping import Conflict
 from reconciler.plan import DomainPlan, apply_changes, compute_changes
 from reconciler.recipient import Recipient
 from reconciler.render import commit_message, render_json, render_text
-from reconciler.state import Hold
+from reconciler.state import Hold, State, StoredRecipients, dump_state, parse_state
 
 SCHEMAS = Path(__file__).parent.parent / "schemas"
 
@@ -153,3 +153,43 @@ def test_commit_message_caps_the_listed_changes() -> None:
     message = commit_message(plan, "apply")
     assert message.count("\n  + ") == 1000
     assert "  … and 500 more changes" in message
+
+
+# --- state lines compared as text -------------------------------------------------------------
+
+
+def _stored(recipients: dict[str, Recipient]) -> StoredRecipients:
+    state = parse_state(dump_state(State("example.com", recipients), "x"), Path("x"), "example.com")
+    assert isinstance(state.recipients, StoredRecipients)
+    return state.recipients
+
+
+def test_a_loaded_state_diffs_like_the_recipients_it_holds() -> None:
+    stored = _stored(EXISTING)
+    assert compute_changes(stored, DESIRED) == compute_changes(EXISTING, DESIRED)
+    assert compute_changes(stored, dict(EXISTING)) == ()
+    assert compute_changes(stored, _stored(EXISTING)) == ()
+
+
+def test_a_valid_but_not_canonical_line_is_no_change() -> None:
+    text = '{"kind": "alias",  "target": "alice@example.com"}'  # two spaces: not canonical
+    loaded = parse_state(
+        "domain: example.com\nhold: null\nrecipients:\n  a.smith@example.com: " + text + "\n",
+        Path("x"),
+        "example.com",
+    )
+    assert compute_changes(loaded.recipients, {"a.smith@example.com": A_SMITH}) == ()
+
+
+def test_applying_changes_to_a_loaded_state_rewrites_only_the_changed_lines() -> None:
+    stored = _stored(EXISTING)
+    after = apply_changes(stored, compute_changes(stored, DESIRED))
+    assert dict(after) == DESIRED
+    before_lines = dump_state(State("example.com", EXISTING), "x").splitlines()
+    after_lines = dump_state(State("example.com", after), "x").splitlines()
+    assert set(before_lines) - set(after_lines) == {
+        '  a.smith@example.com: {"kind": "alias", "target": "alice@example.com"}',
+        '  alice@example.com: {"kind": "mailbox", "name": "Alice Smith", "id": "g-1", '
+        '"status": "active"}',
+        '  bob@example.com: {"kind": "mailbox", "name": "Bob", "id": "g-2", "status": "active"}',
+    }
