@@ -101,8 +101,17 @@ assert count == int(sys.argv[2]), count
 """
 
 
+IDENTITY = {
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@example.invalid",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@example.invalid",
+}
+
+
 def git(work: Path, *args: str) -> None:
-    subprocess.run(["git", "-C", str(work), *args], check=True, capture_output=True)
+    env = {**os.environ, **IDENTITY}
+    subprocess.run(["git", "-C", str(work), *args], check=True, capture_output=True, env=env)
 
 
 def rename_some(server: SlapdServer, n: int, share: float) -> int:
@@ -142,34 +151,9 @@ def main() -> None:
         try:
             write_inventory(work, server, options.page_size)
             git(work, "init", "-q", "-b", "main")
-            git(
-                work,
-                "-c",
-                "user.name=bench",
-                "-c",
-                "user.email=bench@example.invalid",
-                "add",
-                "inventories",
-            )
-            git(
-                work,
-                "-c",
-                "user.name=bench",
-                "-c",
-                "user.email=bench@example.invalid",
-                "commit",
-                "-q",
-                "-m",
-                "bench inventory",
-            )
-            env = {
-                **os.environ,
-                "BENCH_LDAP_PASSWORD": server.password,
-                "GIT_AUTHOR_NAME": "bench",
-                "GIT_AUTHOR_EMAIL": "bench@example.invalid",
-                "GIT_COMMITTER_NAME": "bench",
-                "GIT_COMMITTER_EMAIL": "bench@example.invalid",
-            }
+            git(work, "add", "inventories")
+            git(work, "commit", "-q", "-m", "bench inventory")
+            env = {**os.environ, **IDENTITY, "BENCH_LDAP_PASSWORD": server.password}
             ldapsearch = [
                 find_tool("ldapsearch"),
                 "-LLL",
