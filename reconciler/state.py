@@ -189,7 +189,7 @@ def _parse_whole(text: str, path: Path, domain: str) -> State | None:
     if _BODY.fullmatch(text, start) is None:
         return None
     # finditer and positions, not a sliced copy and a list: the text alone is ~30 MB at 100k.
-    lines = dict(match.groups() for match in _LINE.finditer(text, start))
+    lines: dict[str, str] = {m[1]: m[2] for m in _LINE.finditer(text, start)}
     if len(lines) != text.count("\n", start):
         return None  # a duplicate address: the slower readers say where
     try:
