@@ -158,9 +158,12 @@ def compute_changes(
     """
     existing_text = _text_getter(existing)
     desired_text = _text_getter(desired)
-    common = existing.keys() & desired.keys()
+    # In the desired mapping's own order, where one entry's aliases (one shared object) follow
+    # each other: the text getter remembers only the last recipient it turned into text.
     updated = sorted(
-        a for a in common if existing_text(a) != desired_text(a) and existing[a] != desired[a]
+        a
+        for a in desired
+        if a in existing and existing_text(a) != desired_text(a) and existing[a] != desired[a]
     )
     # Sorting plain address lists (not Change objects by a key function) keeps this fast at
     # hundreds of thousands of recipients.
@@ -176,13 +179,13 @@ def compute_changes(
 def _text_getter(recipients: Mapping[str, Recipient]) -> Callable[[str], str]:
     if isinstance(recipients, StoredRecipients):
         return recipients.text_of
-    memo: dict[int, str] = {}  # the mapping shares one alias object per entry
+    last: list[Any] = [None, ""]  # the last recipient and its text
 
     def text_of(address: str) -> str:
         recipient = recipients[address]
-        text = memo.get(id(recipient))
-        if text is None:
-            text = memo[id(recipient)] = recipient.to_json()
+        if recipient is not last[0]:
+            last[0], last[1] = recipient, recipient.to_json()
+        text: str = last[1]
         return text
 
     return text_of
