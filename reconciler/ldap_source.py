@@ -221,103 +221,28 @@ class LdapSource:
         self.base_dn = base
         attributes = sorted(set(self._users.attributes()))
         log.debug("equivalent: %s", self.ldapsearch_command(server, base, attributes))
-        read_page = self._page_ldap3 if read_path() == "ldap3" else self._page_fast
-        cookie: bytes | None = None
+        pager = (_Ldap3Pager if read_path() == "ldap3" else _WirePager)(
+            self, connection, server, base, attributes
+        )
+        pager.send(None)
         for page in range(1, MAX_PAGES + 1):
-            entries, cookie = read_page(connection, server, base, attributes, cookie)
+            entries, cookie = pager.receive()
+            ranged = any(";range=" in name for _, raw in entries for name in raw)
+            if cookie and not ranged:
+                # Ask for the next page before mapping this one: the server works on it
+                # meanwhile. (Range retrieval needs the connection to itself: not then.)
+                pager.send(cookie)
             for dn, raw in entries:
                 yield self._entry(connection, server, dn, raw)
             if not cookie:
                 log.debug("%s: read %d page(s)", server.url, page)
                 return
+            if ranged:
+                pager.send(cookie)
         raise DirectoryError(
             f"{server.url}: the server kept returning a paging cookie after "
             f"{MAX_PAGES} pages; the read is incomplete"
         )
-
-    def _page_ldap3(
-        self,
-        connection: ldap3.Connection,
-        server: ServerAddress,
-        base: str,
-        attributes: Sequence[str],
-        cookie: bytes | None,
-    ) -> tuple[list[RawEntry], bytes | None]:
-        """One page through ldap3's own decoder (the reference path)."""
-        response = self._request(
-            connection, server, base, ldap3.SUBTREE, self._users.filter, attributes, cookie
-        )
-        entries: list[RawEntry] = []
-        for item in response:
-            if item["type"] == "searchResRef":
-                raise _referral(server, base, item.get("uri", []))
-            if item["type"] == "searchResEntry":
-                entries.append((item["dn"], item["raw_attributes"]))
-        controls = (connection.result or {}).get("controls") or {}
-        return entries, controls.get(PAGED_RESULTS_OID, {}).get("value", {}).get("cookie")
-
-    def _page_fast(
-        self,
-        connection: ldap3.Connection,
-        server: ServerAddress,
-        base: str,
-        attributes: Sequence[str],
-        cookie: bytes | None,
-    ) -> tuple[list[RawEntry], bytes | None]:
-        """One page: ldap3 encodes and sends the request, ldapwire decodes the response
-        straight off the socket (ldap3's decoder costs about 10 times the whole read)."""
-        request = search_operation(
-            base,
-            self._users.filter,
-            ldap3.SUBTREE,
-            ldap3.DEREF_NEVER,
-            list(attributes),
-            0,
-            0,
-            False,
-            False,
-            connection.auto_encode,
-            None,
-            validator=None,
-            check_names=False,
-        )
-        control = paged_search_control(True, self._directory.page_size, cookie)
-        try:
-            message_id = connection.strategy.send("searchRequest", request, [control])
-        except ldap_errors.LDAPException as exc:
-            raise ServerUnusable(f"the search failed part-way: {_exception_text(exc)}") from None
-        # The response is ours to read: ldap3 must not wait for it.
-        connection.strategy._outstanding.pop(message_id, None)
-        sock = connection.socket
-        sock.settimeout(self._directory.timeout)
-        reader = MessageReader()
-        entries: list[RawEntry] = []
-        while True:
-            try:
-                data = sock.recv(RECEIVE_SIZE)
-            except OSError as exc:
-                raise ServerUnusable(
-                    f"the search failed part-way: error receiving data: {exc}"
-                ) from None
-            if not data:
-                raise ServerUnusable("the search failed part-way: the server closed the connection")
-            for received_id, op in reader.feed(data):
-                if isinstance(op, SearchEntry) and received_id == message_id:
-                    entries.append((op.dn, op.attributes))
-                elif isinstance(op, SearchDone) and received_id == message_id:
-                    if reader.buffered:
-                        raise DirectoryError(f"{server.url}: data after the end of a search result")
-                    if op.result_code != 0:
-                        raise _incomplete(server, base, op.result_code, op.diagnostic)
-                    return entries, op.paged_cookie
-                elif isinstance(op, SearchReference) and received_id == message_id:
-                    raise _referral(server, base, op.uris)
-                elif received_id == 0:  # an unsolicited notification: the server is going away
-                    raise ServerUnusable("the search failed part-way: the server disconnected")
-                else:
-                    raise DirectoryError(
-                        f"{server.url}: unexpected response (message {received_id}) to the search"
-                    )
 
     def _request(
         self,
@@ -452,6 +377,108 @@ _RESULT_HINTS = {
 # Octet-string attributes (AD's objectGUID and objectSid): bytes even when they happen to be
 # valid UTF-8, as the LDIF source keeps them; text would give the entry another id.
 _BINARY = frozenset({"objectguid", "objectsid"})
+
+
+class _Ldap3Pager:
+    """Pages through ldap3's own decoder (the reference path): sending is deferred to receive."""
+
+    def __init__(
+        self,
+        source: LdapSource,
+        connection: ldap3.Connection,
+        server: ServerAddress,
+        base: str,
+        attributes: Sequence[str],
+    ) -> None:
+        self.source, self.connection, self.server = source, connection, server
+        self.base, self.attributes = base, attributes
+        self.cookie: bytes | None = None
+
+    def send(self, cookie: bytes | None) -> None:
+        self.cookie = cookie
+
+    def receive(self) -> tuple[list[RawEntry], bytes | None]:
+        response = self.source._request(
+            self.connection,
+            self.server,
+            self.base,
+            ldap3.SUBTREE,
+            self.source._users.filter,
+            self.attributes,
+            self.cookie,
+        )
+        entries: list[RawEntry] = []
+        for item in response:
+            if item["type"] == "searchResRef":
+                raise _referral(self.server, self.base, item.get("uri", []))
+            if item["type"] == "searchResEntry":
+                entries.append((item["dn"], item["raw_attributes"]))
+        controls = (self.connection.result or {}).get("controls") or {}
+        return entries, controls.get(PAGED_RESULTS_OID, {}).get("value", {}).get("cookie")
+
+
+class _WirePager(_Ldap3Pager):
+    """Pages whose responses ldapwire decodes straight off ldap3's socket: ldap3 still encodes
+    and sends each request (its decoder costs about 10 times the whole read)."""
+
+    message_id = 0
+
+    def send(self, cookie: bytes | None) -> None:
+        request = search_operation(
+            self.base,
+            self.source._users.filter,
+            ldap3.SUBTREE,
+            ldap3.DEREF_NEVER,
+            list(self.attributes),
+            0,
+            0,
+            False,
+            False,
+            self.connection.auto_encode,
+            None,
+            validator=None,
+            check_names=False,
+        )
+        control = paged_search_control(True, self.source._directory.page_size, cookie)
+        try:
+            self.message_id = self.connection.strategy.send("searchRequest", request, [control])
+        except ldap_errors.LDAPException as exc:
+            raise ServerUnusable(f"the search failed part-way: {_exception_text(exc)}") from None
+        # The response is ours to read: ldap3 must not wait for it.
+        self.connection.strategy._outstanding.pop(self.message_id, None)
+
+    def receive(self) -> tuple[list[RawEntry], bytes | None]:
+        server, base, message_id = self.server, self.base, self.message_id
+        sock = self.connection.socket
+        sock.settimeout(self.source._directory.timeout)
+        reader = MessageReader()
+        entries: list[RawEntry] = []
+        while True:
+            try:
+                data = sock.recv(RECEIVE_SIZE)
+            except OSError as exc:
+                raise ServerUnusable(
+                    f"the search failed part-way: error receiving data: {exc}"
+                ) from None
+            if not data:
+                raise ServerUnusable("the search failed part-way: the server closed the connection")
+            for received_id, op in reader.feed(data):
+                if isinstance(op, SearchEntry) and received_id == message_id:
+                    entries.append((op.dn, op.attributes))
+                elif isinstance(op, SearchDone) and received_id == message_id:
+                    if reader.buffered:
+                        raise DirectoryError(f"{server.url}: data after the end of a search result")
+                    if op.result_code != 0:
+                        raise _incomplete(server, base, op.result_code, op.diagnostic)
+                    return entries, op.paged_cookie
+                elif isinstance(op, SearchReference) and received_id == message_id:
+                    raise _referral(server, base, op.uris)
+                elif received_id == 0:  # an unsolicited notification: the server is going away
+                    raise ServerUnusable("the search failed part-way: the server disconnected")
+                else:
+                    raise DirectoryError(
+                        f"{server.url}: unexpected response (message {received_id}) to the search"
+                    )
 
 
 def _referral(server: ServerAddress, base: str, uris: Sequence[str]) -> DirectoryError:
