@@ -113,6 +113,8 @@ class _UserMapper:
         alias = Recipient("alias", target=primary)  # one object serves all of them
         seen = {primary}
         for raw in (*(v for v in mail[1:] if isinstance(v, str)), *addresses):
+            if raw == primary_raw:
+                continue  # AD repeats the mail attribute as "SMTP:…": nothing to normalize
             address = _normalize(raw)
             if address is None:
                 result.dropped[INVALID] += 1
