@@ -19,7 +19,13 @@ import jsonschema
 
 from reconciler.errors import ConfigError, FilterSyntaxError, SpecErrors
 from reconciler.ldapfilter import parse_filter
-from reconciler.spec import DEFAULT_FLAVOR, FLAVOR_DEFAULTS, DomainSpec, build_spec
+from reconciler.spec import (
+    DEFAULT_FLAVOR,
+    FLAVOR_DEFAULTS,
+    DomainSpec,
+    build_spec,
+    normalize_domain,
+)
 from reconciler.yamlio import JsonPath, Position, YamlDocument, load_yaml
 
 DEFAULTS_FILE = "defaults.yaml"
@@ -296,7 +302,7 @@ def _directory_problems(
 def _domain_name_problem(name: str) -> str | None:
     """Why ``name`` is not a usable mail domain, or None when it is."""
     try:
-        ascii_name = name.strip().rstrip(".").encode("idna").decode("ascii").lower()
+        ascii_name = normalize_domain(name)
     except UnicodeError:
         return f"'{name}' is not a valid domain name"
     labels = ascii_name.split(".")

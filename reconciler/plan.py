@@ -19,8 +19,6 @@ from reconciler.state import Hold, StoredRecipients
 
 Action = Literal["add", "update", "remove"]
 SYMBOLS: Mapping[str, str] = {"remove": "-", "update": "~", "add": "+"}
-# Removals first: they are what a reviewer must look at hardest.
-ACTION_ORDER: tuple[Action, ...] = ("remove", "update", "add")
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +149,8 @@ class DomainPlan:
 def compute_changes(
     existing: Mapping[str, Recipient], desired: Mapping[str, Recipient]
 ) -> tuple[Change, ...]:
-    """The changes that turn ``existing`` into ``desired``: removals first, sorted by address.
+    """The changes that turn ``existing`` into ``desired``: removals first (what a reviewer
+    must look at hardest), then updates, then additions, each sorted by address.
 
     Recipients are compared by their canonical text when a side is stored as text (the state
     is), so unchanged recipients are never made into objects.

@@ -26,7 +26,11 @@ _string = json.encoder.encode_basestring
 
 def canonical_json(value: Any) -> str:
     """Compact one-line JSON that is also a valid YAML flow node: the state's line format."""
-    text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+    return _yaml_safe(json.dumps(value, ensure_ascii=False, separators=(", ", ": ")))
+
+
+def _yaml_safe(text: str) -> str:
+    """JSON text with the characters YAML would misread escaped as \\uXXXX."""
     if _YAML_UNSAFE.search(text) is None:
         return text
     return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
@@ -71,9 +75,7 @@ class Recipient:
             if self.status is not None:
                 text += ', "status": ' + _string(self.status)
             text += "}"
-        if _YAML_UNSAFE.search(text) is None:
-            return text
-        return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+        return _yaml_safe(text)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Recipient:

@@ -58,9 +58,6 @@ class State:
     hold: Hold | None = None
 
 
-_json = canonical_json
-
-
 class StoredRecipients(Mapping[str, Recipient]):
     """Recipients as their canonical state lines, made into objects only when asked for.
 
@@ -103,12 +100,12 @@ class StoredRecipients(Mapping[str, Recipient]):
 
 
 def _key(address: str) -> str:
-    return address if _PLAIN_KEY.match(address) else _json(address)
+    return address if _PLAIN_KEY.match(address) else canonical_json(address)
 
 
 def dump_state(state: State, spec_source: str) -> str:
     """The canonical text of a state file: sorted, one recipient per line, byte-stable."""
-    hold = _json(state.hold.to_dict()) if state.hold else "null"
+    hold = canonical_json(state.hold.to_dict()) if state.hold else "null"
     lines = [
         f"# Managed by reconciler from {spec_source}. Do not edit by hand.",
         f"domain: {state.domain}",  # validated domain names need no quoting
