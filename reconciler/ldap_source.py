@@ -35,8 +35,10 @@ from reconciler.spec import DirectorySpec, UsersSpec
 
 log = logging.getLogger("reconciler.ldap")
 
-RawAttributes = dict[str, list[bytes]]
-RawEntry = tuple[str, RawAttributes]
+RawAttributes = dict[str, list[bytes]]  # as ldap3 returns them
+# An entry as a page yields it: attribute names lower-cased, values decoded (text, or bytes
+# for binary attributes), range-retrieval chunks not yet followed.
+PageEntry = tuple[str, dict[str, list[Value]]]
 RECEIVE_SIZE = 256 * 1024
 
 PAGED_RESULTS_OID = "1.2.840.113556.1.4.319"
@@ -299,9 +301,12 @@ class LdapSource:
         )
 
     def _entry(
-        self, connection: ldap3.Connection, server: ServerAddress, dn: str, raw: RawAttributes
+        self,
+        connection: ldap3.Connection,
+        server: ServerAddress,
+        dn: str,
+        attributes: dict[str, list[Value]],
     ) -> Entry:
-        attributes = _decoded(raw)
         for name in [n for n in attributes if ";range=" in n]:
             plain, _, first = name.partition(";range=")
             values = attributes.pop(name)
@@ -397,7 +402,7 @@ class _Ldap3Pager:
     def send(self, cookie: bytes | None) -> None:
         self.cookie = cookie
 
-    def receive(self) -> tuple[list[RawEntry], bytes | None]:
+    def receive(self) -> tuple[list[PageEntry], bytes | None]:
         response = self.source._request(
             self.connection,
             self.server,
@@ -407,12 +412,12 @@ class _Ldap3Pager:
             self.attributes,
             self.cookie,
         )
-        entries: list[RawEntry] = []
+        entries: list[PageEntry] = []
         for item in response:
             if item["type"] == "searchResRef":
                 raise _referral(self.server, self.base, item.get("uri", []))
             if item["type"] == "searchResEntry":
-                entries.append((item["dn"], item["raw_attributes"]))
+                entries.append((item["dn"], _decoded(item["raw_attributes"])))
         controls = (self.connection.result or {}).get("controls") or {}
         return entries, controls.get(PAGED_RESULTS_OID, {}).get("value", {}).get("cookie")
 
@@ -447,12 +452,12 @@ class _WirePager(_Ldap3Pager):
         # The response is ours to read: ldap3 must not wait for it.
         self.connection.strategy._outstanding.pop(self.message_id, None)
 
-    def receive(self) -> tuple[list[RawEntry], bytes | None]:
+    def receive(self) -> tuple[list[PageEntry], bytes | None]:
         server, base, message_id = self.server, self.base, self.message_id
         sock = self.connection.socket
         sock.settimeout(self.source._directory.timeout)
-        reader = MessageReader()
-        entries: list[RawEntry] = []
+        reader = MessageReader(binary_types=_BINARY)
+        entries: list[PageEntry] = []
         while True:
             try:
                 data = sock.recv(RECEIVE_SIZE)

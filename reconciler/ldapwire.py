@@ -13,10 +13,13 @@ else is a :class:`ProtocolError` naming the problem and its byte offset in the m
 only where nothing can be misread: an empty referral or reference list, the sign of the paging
 size estimate, non-minimal lengths (valid BER, and Active Directory sends 4-octet lengths).
 Attribute types that are equal once lower-cased are merged, values in the order received.
+Values are raw bytes, or with ``binary_types`` text: UTF-8 decoded, except for the attribute types
+named there (objectGUID and the like), and any value that is not valid UTF-8, which stay bytes.
 
 Fast: integer offsets into one ``bytes`` copy of each message (CPython caches small ints, so
 offsets below 257 cost no allocation), headers decoded inline on the hot path, attribute types
-decoded once per reader, values sliced straight out of the message.
+decoded once per reader, values sliced straight out of the message — in text mode out of one
+``str`` copy of a message that is all ASCII (the usual case), so no value is decoded on its own.
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ INTERMEDIATE_RESPONSE = 0x79
 _PAGED = PAGED_RESULTS_OID.encode()
 _MAX_TYPES = 4096  # attribute type encodings remembered per reader
 
+Value: TypeAlias = str | bytes
+# Attribute type encodings seen → (lower-cased name, whether its values are decoded as text).
+_Types: TypeAlias = dict[bytes, tuple[str, bool]]
+
 
 class ProtocolError(DirectoryError):
     """Data that is not a valid LDAP response, or a message larger than allowed. ``offset``
@@ -51,10 +58,11 @@ class ProtocolError(DirectoryError):
 
 @dataclass(frozen=True, slots=True)
 class SearchEntry:
-    """Attribute names lower-cased (options such as ``;range=0-1499`` kept), values raw."""
+    """Attribute names lower-cased (options such as ``;range=0-1499`` kept); values raw bytes,
+    or text as the reader's ``binary_types`` say."""
 
     dn: str
-    attributes: dict[str, list[bytes]]
+    attributes: dict[str, list[Value]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,18 +169,44 @@ def _uris(buf: bytes, p: int, end: int) -> tuple[str, ...]:
     return tuple(uris)
 
 
-def _type(buf: bytes, p: int, limit: int, types: dict[bytes, str]) -> tuple[str, int]:
-    """The attribute type at ``p``, lower-cased and remembered by its encoding: (name, next)."""
+def _type(
+    buf: bytes, p: int, limit: int, types: _Types, binary: frozenset[str] | None
+) -> tuple[tuple[str, bool], int]:
+    """The attribute type at ``p``, lower-cased, and whether its values are text; remembered by
+    its encoding: ((name, as text), next offset)."""
     a, q = _element(buf, p, limit, 0x04, "attribute type OCTET STRING")
     name = _text(buf, a, q, "an attribute type").lower()
+    key = (name, binary is not None and name.partition(";")[0] not in binary)
     if a == p + 2 and len(types) < _MAX_TYPES:  # the short form is what _entry looks up
-        types[buf[p:q]] = name
-    return name, q
+        types[buf[p:q]] = key
+    return key, q
 
 
-def _entry(buf: bytes, p: int, end: int, types: dict[bytes, str]) -> tuple[SearchEntry, int]:
+def _utf8(values: list[Value]) -> list[Value]:
+    """Raw values as text, each one that is not UTF-8 left as bytes."""
+    try:  # all of them, the usual case: no try per value
+        return [value.decode() for value in values]  # type: ignore[union-attr]
+    except UnicodeDecodeError:
+        out: list[Value] = []
+        for value in values:
+            try:
+                out.append(value.decode())  # type: ignore[union-attr]
+            except UnicodeDecodeError:
+                out.append(value)
+        return out
+
+
+def _entry(
+    buf: bytes,
+    text: str | None,
+    p: int,
+    end: int,
+    types: _Types,
+    binary: frozenset[str] | None,
+) -> tuple[SearchEntry, int]:
     """The searchResEntry at ``p`` (the hot path: inlined, short forms first, and the generic
-    _element where anything is unusual): (entry, offset after it)."""
+    _element where anything is unusual): (entry, offset after it). ``text``: the message decoded
+    as latin-1 (one character per byte) when values are wanted as text, else None."""
     n = buf[p + 1]
     q = p + 2
     if n > 127:  # long form: n & 0x7F length octets follow
@@ -189,10 +223,12 @@ def _entry(buf: bytes, p: int, end: int, types: dict[bytes, str]) -> tuple[Searc
         q = p + n
         if q > op_end:
             raise _Bad("objectName overruns the searchResEntry", p - 2)
-    try:
-        dn = buf[p:q].decode()
-    except UnicodeDecodeError as exc:
-        raise _Bad("invalid UTF-8 in the DN", p + exc.start) from None
+    dn = text[p:q] if text is not None else ""
+    if not dn.isascii() or text is None:
+        try:
+            dn = buf[p:q].decode()
+        except UnicodeDecodeError as exc:
+            raise _Bad("invalid UTF-8 in the DN", p + exc.start) from None
     n = buf[q + 1]
     p = q + 2
     if n > 127 or buf[q] != 0x30:
@@ -200,7 +236,7 @@ def _entry(buf: bytes, p: int, end: int, types: dict[bytes, str]) -> tuple[Searc
         n -= p
     if p + n != op_end:
         _check_end(p + n, op_end, q, "attributes SEQUENCE")
-    attrs: dict[str, list[bytes]] = {}
+    attrs: dict[str, list[Value]] = {}
     while p < op_end:  # PartialAttribute ::= SEQUENCE { type, vals SET OF value }
         if buf[p] != 0x30:
             _fail(buf, p, op_end, "PartialAttribute SEQUENCE")
@@ -213,9 +249,11 @@ def _entry(buf: bytes, p: int, end: int, types: dict[bytes, str]) -> tuple[Searc
         if a_end > op_end:
             raise _Bad("PartialAttribute overruns the searchResEntry", p)
         p = q + 2 + buf[q + 1]
-        name = types.get(buf[q:p])  # keyed by the whole type element, tag and length included
-        if name is None:
-            name, p = _type(buf, q, a_end, types)
+        key = types.get(buf[q:p])  # keyed by the whole type element, tag and length included
+        if key is None:
+            key, p = _type(buf, q, a_end, types, binary)
+        name, as_text = key
+        source = text if as_text and text is not None else buf
         n = buf[p + 1]
         q = p + 2
         if n > 127:  # long form: n & 0x7F length octets follow
@@ -225,7 +263,7 @@ def _entry(buf: bytes, p: int, end: int, types: dict[bytes, str]) -> tuple[Searc
             if buf[p] != 0x31:
                 _fail(buf, p, a_end, "vals SET")
             _check_end(q + n, a_end, p, "vals SET")
-        vals: list[bytes] = []
+        vals: list[Value] = []
         p = q
         while p < a_end:
             n = buf[p + 1]
@@ -234,9 +272,12 @@ def _entry(buf: bytes, p: int, end: int, types: dict[bytes, str]) -> tuple[Searc
                 q, n = _element(buf, p, a_end, 0x04, "value OCTET STRING")
                 n -= q
             p = q + n
-            vals.append(buf[q:p])
+            vals.append(source[q:p])
         if p != a_end:
             raise _Bad("value overruns its SET", q - 2)
+        if as_text and not all(map(str.isascii, vals)):  # type: ignore[arg-type]
+            # Sliced from the latin-1 text: back to the bytes received, then decoded as UTF-8.
+            vals = _utf8([v.encode("latin-1") for v in vals])  # type: ignore[union-attr]
         if name in attrs:  # the same type twice
             attrs[name] += vals
         else:
@@ -278,7 +319,7 @@ def _cookie(buf: bytes, p: int, end: int) -> bytes | None:
     return cookie
 
 
-def _decode(buf: bytes, p: int, end: int, types: dict[bytes, str]) -> Message:
+def _decode(buf: bytes, p: int, end: int, types: _Types, binary: frozenset[str] | None) -> Message:
     """The LDAPMessage buf[:end] whose contents start at ``p`` (after the SEQUENCE header)."""
     if buf[p] == 0x02 and buf[p + 1] == 1 and buf[p + 2] < 0x80 and p + 3 < end:
         msgid = buf[p + 2]  # the usual one-octet messageID
@@ -290,7 +331,9 @@ def _decode(buf: bytes, p: int, end: int, types: dict[bytes, str]) -> Message:
     tag = buf[p]
     op: SearchEntry | SearchReference | SearchDone | OtherMessage
     if tag == 0x64:
-        op, op_end = _entry(buf, p, end, types)
+        # One str copy of the message, byte for byte: slices of it are the text of ASCII values.
+        text = buf.decode("latin-1") if binary is not None else None
+        op, op_end = _entry(buf, text, p, end, types, binary)
     elif tag & 0xE0 != 0x60 or tag & 0x1F == 0x1F:  # constructed APPLICATION, low tag number
         raise _Bad(f"protocolOp tag 0x{tag:02x} is not an LDAP response", p)
     else:
@@ -327,13 +370,21 @@ class MessageReader:
     are not returned). Truncated data is never an error, it just waits for the rest: when the
     connection ends with ``buffered`` > 0, its last message was cut off."""
 
-    def __init__(self, max_message_size: int = 64 * 1024 * 1024) -> None:
-        """``max_message_size``: the largest whole LDAPMessage (header included) accepted."""
+    def __init__(
+        self,
+        max_message_size: int = 64 * 1024 * 1024,
+        binary_types: frozenset[str] | None = None,
+    ) -> None:
+        """``max_message_size``: the largest whole LDAPMessage (header included) accepted.
+        ``binary_types``: None for raw values; else values are text (UTF-8 decoded) except
+        for these attribute types (lower case; options such as ``;range=`` ignored) and for
+        values that are not valid UTF-8, which stay bytes."""
         self.max_message_size = max_message_size
+        self.binary_types = binary_types
         self._pending = bytearray()  # the start of an incomplete message
         self._need = 1  # bytes _pending must hold before it is worth looking again
         self._consumed = 0  # stream offset of _pending[0]
-        self._types: dict[bytes, str] = {}
+        self._types: _Types = {}
         self._error: ProtocolError | None = None
 
     @property
@@ -357,6 +408,7 @@ class MessageReader:
             buf = data if type(data) is bytes else bytes(data)
         out: list[Message] = []
         append, types, limit = out.append, self._types, self.max_message_size
+        binary = self.binary_types
         pos, size = 0, len(buf)
         try:
             while pos < size:
@@ -383,9 +435,9 @@ class MessageReader:
                     break
                 message = buf[pos:end]  # its own copy: small offsets, nothing beyond it to read
                 try:
-                    append(_decode(message, p - pos, end - pos, types))
+                    append(_decode(message, p - pos, end - pos, types, binary))
                 except (_Bad, IndexError):  # again, padded: a read past the end finds "nothing"
-                    _decode(message + bytes(8), p - pos, end - pos, {})
+                    _decode(message + bytes(8), p - pos, end - pos, {}, binary)
                     raise _Bad("undecodable message", 0) from None
                 pos = end
         except _Bad as exc:

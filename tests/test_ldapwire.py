@@ -641,6 +641,110 @@ def test_mutated_valid_messages_are_messages_or_a_protocol_error(
     check_consistent(data, sizes)
 
 
+# --- text mode: values decoded as UTF-8 except binary attribute types ----------------------
+
+BINARY = frozenset({"objectguid", "objectsid"})
+
+
+def as_text(op: Any) -> Any:
+    """What text mode must make of a raw-mode operation."""
+    if not isinstance(op, SearchEntry):
+        return op
+
+    def value(name: str, raw: bytes) -> str | bytes:
+        if name.partition(";")[0] in BINARY:
+            return raw
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            return raw
+
+    return SearchEntry(
+        op.dn,
+        {n: [value(n, v) for v in vs] for n, vs in op.attributes.items()},  # type: ignore[arg-type]
+    )
+
+
+def test_text_mode_decodes_values_but_keeps_binary_types_and_non_utf8_values_as_bytes() -> None:
+    long_value = "X500:/o=Example/ou=Exchange Administrative Group/cn=Recipients/cn=" + "j" * 90
+    data = message(
+        4,
+        entry(
+            "cn=Jürgen Müller,ou=People,dc=example,dc=com",
+            [
+                ("mail", [b"jm@example.com"]),
+                ("displayName", ["Jürgen Müller".encode()]),
+                ("proxyAddresses", [b"SMTP:jm@example.com", long_value.encode()]),
+                ("ObjectGUID", [b"0123456789abcdef"]),  # bytes even when they are ASCII
+                ("objectSid;binary", [b"\x01\x05\xff"]),
+                ("description", [b"ok", b"caf\xe9"]),  # latin-1, not UTF-8: stays bytes
+                ("member;range=0-1", [b"cn=a", "cn=ü".encode()]),
+            ],
+        ),
+    )
+    assert MessageReader(binary_types=BINARY).feed(data) == [
+        (
+            4,
+            SearchEntry(
+                "cn=Jürgen Müller,ou=People,dc=example,dc=com",
+                {
+                    "mail": ["jm@example.com"],
+                    "displayname": ["Jürgen Müller"],
+                    "proxyaddresses": ["SMTP:jm@example.com", long_value],
+                    "objectguid": [b"0123456789abcdef"],
+                    "objectsid;binary": [b"\x01\x05\xff"],
+                    "description": ["ok", b"caf\xe9"],
+                    "member;range=0-1": ["cn=a", "cn=ü"],
+                },
+            ),
+        )
+    ]
+
+
+def test_text_mode_still_refuses_a_dn_that_is_not_utf8() -> None:
+    data = message(1, entry(b"cn=caf\xe9", [("cn", [b"x"])]))
+    with pytest.raises(ProtocolError, match="invalid UTF-8 in the DN"):
+        MessageReader(binary_types=BINARY).feed(data)
+
+
+@st.composite
+def mixed_messages(draw: st.DrawFn) -> bytes:
+    """Valid messages whose entries may carry binary types and values that are not UTF-8."""
+    parts = []
+    for encoded, _ in draw(st.lists(valid_messages(), min_size=1, max_size=3)):
+        parts.append(encoded)
+        names = draw(
+            st.lists(st.sampled_from(["objectGUID", "cn", "objectSid;binary"]), max_size=2)
+        )
+        values = [(n, draw(st.lists(st.binary(max_size=20), max_size=3))) for n in names]
+        parts.append(message(draw(st.integers(0, 127)), entry(draw(TEXT), values)))
+    return b"".join(parts)
+
+
+@settings(max_examples=300, deadline=1000, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.one_of(mixed_messages(), mutated()), sizes=CHUNKS)
+def test_text_mode_is_raw_mode_decoded_and_fails_the_same_way(
+    data: bytes, sizes: list[int]
+) -> None:
+    raw, text = MessageReader(), MessageReader(binary_types=BINARY)
+    outcomes = []
+    for reader in (raw, text):
+        out: list[Message] = []
+        try:
+            pos, i = 0, 0
+            while pos < len(data):
+                out += reader.feed(data[pos : pos + sizes[i % len(sizes)]])
+                pos, i = pos + sizes[i % len(sizes)], i + 1
+        except ProtocolError as exc:
+            outcomes.append((exc.reason, exc.offset, exc.stream_offset))
+        else:
+            outcomes.append(out)
+    if isinstance(outcomes[0], list):
+        assert outcomes[1] == [(msgid, as_text(op)) for msgid, op in outcomes[0]]
+    else:
+        assert outcomes[1] == outcomes[0]
+
+
 # --- real slapd responses, recorded, against ldap3's own decoding ---------------------------
 
 
