@@ -25,7 +25,7 @@ decoded once per reader, values sliced straight out of the message — in text m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NoReturn, TypeAlias
+from typing import Any, NoReturn, TypeAlias
 
 from reconciler.errors import DirectoryError
 
@@ -209,7 +209,9 @@ def _entry(
     as latin-1 (one character per byte) when values are wanted as text, else None."""
     n = buf[p + 1]
     q = p + 2
-    if n > 127:  # long form: n & 0x7F length octets follow
+    if n == 0x82:  # the usual entry: 256 bytes to 64 KiB
+        n, q = buf[q] << 8 | buf[q + 1], q + 2
+    elif n > 127:  # long form: n & 0x7F length octets follow
         q += n & 0x7F
         n = int.from_bytes(buf[p + 2 : q]) if p + 2 < q <= p + 6 else _bad_length(n, p + 1)
     op_end = q + n
@@ -231,7 +233,9 @@ def _entry(
             raise _Bad("invalid UTF-8 in the DN", p + exc.start) from None
     n = buf[q + 1]
     p = q + 2
-    if n > 127 or buf[q] != 0x30:
+    if n == 0x82 and buf[q] == 0x30:
+        n, p = buf[p] << 8 | buf[p + 1], p + 2
+    elif n > 127 or buf[q] != 0x30:
         p, n = _element(buf, q, op_end, 0x30, "attributes SEQUENCE")
         n -= p
     if p + n != op_end:
@@ -242,7 +246,9 @@ def _entry(
             _fail(buf, p, op_end, "PartialAttribute SEQUENCE")
         n = buf[p + 1]
         q = p + 2
-        if n > 127:  # long form: n & 0x7F length octets follow
+        if n == 0x81:  # a many-valued attribute: 128 to 255 bytes
+            n, q = buf[q], q + 1
+        elif n > 127:  # long form: n & 0x7F length octets follow
             q += n & 0x7F
             n = int.from_bytes(buf[p + 2 : q]) if p + 2 < q <= p + 6 else _bad_length(n, p + 1)
         a_end = q + n
@@ -253,10 +259,12 @@ def _entry(
         if key is None:
             key, p = _type(buf, q, a_end, types, binary)
         name, as_text = key
-        source = text if as_text and text is not None else buf
+        source: Any = text if as_text else buf  # as_text only ever with a text
         n = buf[p + 1]
         q = p + 2
-        if n > 127:  # long form: n & 0x7F length octets follow
+        if n == 0x81:
+            n, q = buf[q], q + 1
+        elif n > 127:  # long form: n & 0x7F length octets follow
             q += n & 0x7F
             n = int.from_bytes(buf[p + 2 : q]) if p + 2 < q <= p + 6 else _bad_length(n, p + 1)
         if buf[p] != 0x31 or q + n != a_end:
