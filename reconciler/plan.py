@@ -155,17 +155,16 @@ def compute_changes(
     Recipients are compared by their canonical text when a side is stored as text (the state
     is), so unchanged recipients are never made into objects.
     """
-    existing_text = _text_getter(existing)
-    desired_text = _text_getter(desired)
-    # In the desired mapping's own order, where one entry's aliases (one shared object) follow
-    # each other: the text getter remembers only the last recipient it turned into text.
-    updated = sorted(
-        a
-        for a in desired
-        if a in existing and existing_text(a) != desired_text(a) and existing[a] != desired[a]
-    )
-    # Sorting plain address lists (not Change objects by a key function) keeps this fast at
-    # hundreds of thousands of recipients.
+    if isinstance(existing, StoredRecipients):
+        removed_lines, updated_lines, added = _merge_join(existing, desired)
+        return (
+            *(Change("remove", a, _parsed(line), None) for a, line in removed_lines),
+            *(Change("update", a, _parsed(line), desired[a]) for a, line in updated_lines),
+            *(Change("add", a, None, desired[a]) for a in added),
+        )
+    # Sorting plain address lists (not Change objects by a key function) keeps this fast
+    # at hundreds of thousands of recipients.
+    updated = sorted(a for a in desired if a in existing and existing[a] != desired[a])
     removed = sorted(existing.keys() - desired.keys())
     added = sorted(desired.keys() - existing.keys())
     return (
@@ -175,19 +174,40 @@ def compute_changes(
     )
 
 
-def _text_getter(recipients: Mapping[str, Recipient]) -> Callable[[str], str]:
-    if isinstance(recipients, StoredRecipients):
-        return recipients.text_of
-    last: list[Any] = [None, ""]  # the last recipient and its text
+def _parsed(line: str) -> Recipient:
+    return Recipient.from_dict(json.loads(line))
 
-    def text_of(address: str) -> str:
-        recipient = recipients[address]
-        if recipient is not last[0]:
-            last[0], last[1] = recipient, recipient.to_json()
-        text: str = last[1]
-        return text
 
-    return text_of
+def _merge_join(
+    existing: StoredRecipients, desired: Mapping[str, Recipient]
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[str]]:
+    """Removed and updated (address, stored line)s, and added addresses: the state's lines,
+    sorted as stored, walked side by side with the sorted desired addresses, so no index of
+    the state is built."""
+    removed: list[tuple[str, str]] = []
+    updated: list[tuple[str, str]] = []
+    added: list[str] = []
+    text_of: Callable[[str], str] = (
+        desired.text_of if isinstance(desired, StoredRecipients) else lambda a: desired[a].to_json()
+    )
+    wanted = iter(sorted(desired))
+    address = next(wanted, None)
+    for stored, line in existing.items_text():
+        while address is not None and address < stored:
+            added.append(address)
+            address = next(wanted, None)
+        if address != stored:
+            removed.append((stored, line))
+            continue
+        # Equal text is equal recipients; different text may still be (a line of the state
+        # written another valid way), so only then are both made into objects.
+        if line != text_of(stored) and _parsed(line) != desired[stored]:
+            updated.append((stored, line))
+        address = next(wanted, None)
+    if address is not None:
+        added.append(address)
+        added += wanted
+    return removed, updated, added
 
 
 def apply_changes(

@@ -26,7 +26,7 @@ from reconciler.spec import DomainSpec
 from reconciler.state import (
     Hold,
     State,
-    dump_state,
+    iter_state_text,
     load_state,
     parse_state,
     state_path,
@@ -161,7 +161,7 @@ def apply_all(workspace: Workspace, domains: Sequence[str]) -> list[Applied]:
 
 def _commit_state(workspace: Workspace, store: GitStore, state: State, message: str) -> str:
     path = workspace.state_file(state.domain)
-    write_state(path, dump_state(state, workspace.spec_label(state.domain)))
+    write_state(path, iter_state_text(state, workspace.spec_label(state.domain)))
     return store.commit_file(path, message)
 
 

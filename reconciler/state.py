@@ -10,6 +10,7 @@ safe loader, and is rewritten canonically by the next apply.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -63,40 +64,96 @@ class StoredRecipients(Mapping[str, Recipient]):
 
     A 100k-address state is mostly unchanged between syncs; comparing its lines as text with
     the desired recipients' canonical text spares building (and holding) an object for each.
-    Every line held here is known valid: it either has the exact canonical shape or was
-    parsed and checked when loaded.
+    Loaded from a canonical file, it keeps just that file's text and walks its lines when
+    needed (:meth:`items_text`, sorted as the file is); an address index is built only when
+    something asks by address. Every line held here is known valid: it either has the exact
+    canonical shape or was parsed and checked when loaded.
     """
 
-    __slots__ = ("_lines",)
+    __slots__ = ("_changes", "_count", "_index", "_source", "_start")
 
-    def __init__(self, lines: dict[str, str]) -> None:
-        self._lines = lines
+    def __init__(self, lines: Mapping[str, str]) -> None:
+        """From canonical lines by address, in any order."""
+        self._index: Mapping[str, str] | None = lines
+        self._count: int | None = len(lines)
+        self._source: str | StoredRecipients | None = None
+        self._start = 0
+        self._changes: dict[str, str | None] = {}
+
+    @classmethod
+    def _in_text(cls, text: str, start: int, count: int) -> StoredRecipients:
+        """The ``count`` recipient lines of a canonical file, from ``text[start:]`` on."""
+        stored = cls({})
+        stored._index, stored._count, stored._source, stored._start = None, count, text, start
+        return stored
+
+    def items_text(self) -> Iterator[tuple[str, str]]:
+        """(address, canonical line) for every recipient, sorted by address."""
+        source = self._source
+        if isinstance(source, str):
+            for match in _LINE.finditer(source, self._start):
+                yield match[1], match[2]
+        elif isinstance(source, StoredRecipients):
+            yield from _merged(source.items_text(), sorted(self._changes.items()))
+        else:
+            assert self._index is not None
+            yield from sorted(self._index.items())
+
+    def _lines(self) -> Mapping[str, str]:
+        if self._index is None:
+            self._index = dict(self.items_text())
+        return self._index
 
     def __getitem__(self, address: str) -> Recipient:
-        return Recipient.from_dict(json.loads(self._lines[address]))
+        return Recipient.from_dict(json.loads(self._lines()[address]))
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._lines)
+        if self._index is not None:
+            return iter(self._index)
+        return (address for address, _ in self.items_text())
 
     def __len__(self) -> int:
-        return len(self._lines)
+        if self._count is None:
+            self._count = sum(1 for _ in self.items_text())
+        return self._count
 
     def __contains__(self, address: object) -> bool:
-        return address in self._lines
+        return address in self._lines()
 
     def text_of(self, address: str) -> str:
         """The canonical line of ``address`` (what Recipient.to_json() gives)."""
-        return self._lines[address]
+        return self._lines()[address]
 
     def updated(self, changes: Iterable[tuple[str, Recipient | None]]) -> StoredRecipients:
-        """A copy with each (address, recipient or None for removal) applied."""
-        lines = dict(self._lines)
-        for address, recipient in changes:
-            if recipient is None:
-                del lines[address]
-            else:
-                lines[address] = recipient.to_json()
-        return StoredRecipients(lines)
+        """These recipients with each (address, recipient or None for removal) applied: a view
+        over them, so writing a 100k-line state after a few changes copies nothing."""
+        stored = StoredRecipients({})
+        stored._index, stored._count, stored._source = None, None, self
+        stored._changes = {a: r.to_json() if r else None for a, r in changes}
+        return stored
+
+
+def _merged(
+    lines: Iterator[tuple[str, str]], changes: list[tuple[str, str | None]]
+) -> Iterator[tuple[str, str]]:
+    """Sorted ``lines`` with sorted ``changes`` (a new line, or None to drop) merged in."""
+    pending = iter(changes)
+    change = next(pending, None)
+    for address, line in lines:
+        while change is not None and change[0] < address:
+            if change[1] is not None:
+                yield change  # type: ignore[misc]
+            change = next(pending, None)
+        if change is not None and change[0] == address:
+            if change[1] is not None:
+                yield change  # type: ignore[misc]
+            change = next(pending, None)
+        else:
+            yield address, line
+    while change is not None:
+        if change[1] is not None:
+            yield change  # type: ignore[misc]
+        change = next(pending, None)
 
 
 def _key(address: str) -> str:
@@ -105,35 +162,50 @@ def _key(address: str) -> str:
 
 def dump_state(state: State, spec_source: str) -> str:
     """The canonical text of a state file: sorted, one recipient per line, byte-stable."""
+    return "".join(iter_state_text(state, spec_source))
+
+
+def iter_state_text(state: State, spec_source: str, lines_per_chunk: int = 4096) -> Iterator[str]:
+    """:func:`dump_state`'s text in pieces of a few thousand lines, to write without holding
+    the whole file."""
     hold = canonical_json(state.hold.to_dict()) if state.hold else "null"
-    lines = [
-        f"# Managed by reconciler from {spec_source}. Do not edit by hand.",
-        f"domain: {state.domain}",  # validated domain names need no quoting
-        f"hold: {hold}",
-    ]
-    if not state.recipients:
-        lines.append("recipients: {}")
-    else:
-        lines.append("recipients:")
-        recipients = state.recipients
-        text_of = (
-            recipients.text_of
-            if isinstance(recipients, StoredRecipients)
-            else lambda a: recipients[a].to_json()
-        )
-        lines += [f"  {_key(a)}: {text_of(a)}" for a in sorted(recipients)]
-    return "\n".join(lines) + "\n"
+    recipients = state.recipients
+    items = (
+        recipients.items_text()
+        if isinstance(recipients, StoredRecipients)
+        else ((a, recipients[a].to_json()) for a in sorted(recipients))
+    )
+    first = next(items, None)  # (an updated view counts its lines only by walking them)
+    yield (
+        f"# Managed by reconciler from {spec_source}. Do not edit by hand.\n"
+        f"domain: {state.domain}\n"  # validated domain names need no quoting
+        f"hold: {hold}\n" + ("recipients: {}\n" if first is None else "recipients:\n")
+    )
+    if first is None:
+        return
+    chunk: list[str] = []
+    for address, text in itertools.chain((first,), items):
+        chunk.append(f"  {_key(address)}: {text}\n")
+        if len(chunk) == lines_per_chunk:
+            yield "".join(chunk)
+            chunk.clear()
+    if chunk:
+        yield "".join(chunk)
 
 
-def write_state(path: Path, text: str) -> None:
-    """Replace ``path`` atomically: readers see the old file or the new one, never half."""
+def write_state(path: Path, text: str | Iterable[str]) -> None:
+    """Replace ``path`` atomically with ``text`` (or its pieces): readers see the old file or
+    the new one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         # mkstemp makes the file private (0600); a state file is as readable as the repository.
         os.fchmod(fd, path.stat().st_mode & 0o777 if path.exists() else 0o644)
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-            out.write(text)
+            if isinstance(text, str):
+                out.write(text)
+            else:
+                out.writelines(text)
             out.flush()
             os.fsync(out.fileno())
         Path(tmp).replace(path)
@@ -176,28 +248,29 @@ _LINE = re.compile(_PLAIN_LINE)
 
 
 def _parse_whole(text: str, path: Path, domain: str) -> State | None:
-    """The file exactly as dump_state writes it, read in two regex passes over the text
-    (a 100k-line state in well under a second); None for anything else."""
+    """The file exactly as dump_state writes it, checked in one regex pass over the text (a
+    100k-line state in well under a second) and kept as that text; None for anything else."""
     header = _HEADER.match(text)
     if header is None or header.group(1) != domain:
         return None
     # One pass of finditer over the text in place (no sliced copy, no list). Each match must
     # start where the last one ended: a `(?:line)*` fullmatch would do the same check but
-    # keeps regex backtracking state per line (260 MB at 100k lines).
-    position = header.end()
-    lines: dict[str, str] = {}
+    # keeps regex backtracking state per line (260 MB at 100k lines). Strictly increasing
+    # addresses: sorted as dump_state writes them (what a merge-join relies on), no duplicate.
+    start = position = header.end()
+    previous, count = "", 0
     for match in _LINE.finditer(text, position):
-        if match.start() != position:
+        address = match[1]
+        if match.start() != position or address <= previous:
             return None
-        lines[match[1]] = match[2]
-        position = match.end()
-    if position != len(text) or len(lines) != text.count("\n", header.end()):
-        return None  # a line of another shape, or a duplicate address: the slower readers
+        previous, position, count = address, match.end(), count + 1
+    if position != len(text):
+        return None  # a line of another shape: the slower readers
     try:
         hold = json.loads(header.group(2))
     except ValueError:
         return None
-    return State(domain, StoredRecipients(lines), _to_hold(hold, path))
+    return State(domain, StoredRecipients._in_text(text, start, count), _to_hold(hold, path))
 
 
 def _parse_canonical(text: str) -> dict[str, Any]:

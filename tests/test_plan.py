@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import jsonschema
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reconciler.mapping import Conflict
 from reconciler.plan import DomainPlan, apply_changes, compute_changes
 from reconciler.recipient import Recipient
 from reconciler.render import commit_message, render_json, render_text
-from reconciler.state import Hold, State, StoredRecipients, dump_state, parse_state
+from reconciler.state import (
+    Hold,
+    State,
+    StoredRecipients,
+    dump_state,
+    iter_state_text,
+    parse_state,
+)
 
 SCHEMAS = Path(__file__).parent.parent / "schemas"
 
@@ -193,3 +203,68 @@ def test_applying_changes_to_a_loaded_state_rewrites_only_the_changed_lines() ->
         '"status": "active"}',
         '  bob@example.com: {"kind": "mailbox", "name": "Bob", "id": "g-2", "status": "active"}',
     }
+
+
+# --- the merge-join over a loaded state, against the plain dictionary diff ---------------------
+
+_LOCALS = st.sampled_from(["a", "b", "b.c", "z", "ä", "x+tag", "0"])
+_RECIPIENTS = st.one_of(
+    st.builds(
+        Recipient,
+        kind=st.just("mailbox"),
+        name=st.sampled_from([None, "A", 'B "quoted"']),
+        id=st.sampled_from([None, "g-1", "g-2"]),
+        status=st.sampled_from([None, "active", "disabled"]),
+    ),
+    st.builds(Recipient, kind=st.just("alias"), target=st.sampled_from(["a@x.org", "b@x.org"])),
+    st.builds(
+        Recipient,
+        kind=st.just("list"),
+        name=st.just("L"),
+        members=st.lists(st.sampled_from(["a@x.org", "b@x.org"]), max_size=2).map(tuple),
+    ),
+)
+_SIDES = st.dictionaries(
+    st.tuples(_LOCALS, st.sampled_from(["x.org", "y.org"])).map("@".join), _RECIPIENTS
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(existing=_SIDES, desired=_SIDES)
+def test_a_loaded_state_diffs_and_applies_exactly_like_a_dictionary(
+    existing: dict[str, Recipient], desired: dict[str, Recipient]
+) -> None:
+    stored = _loaded(existing)
+    changes = compute_changes(stored, desired)
+    assert changes == compute_changes(existing, desired)
+    assert compute_changes(stored, _loaded(desired)) == changes  # rollback: text on both sides
+    after = apply_changes(stored, changes)
+    assert dict(after) == desired
+    assert len(after) == len(desired)
+    assert dump_state(State("example.com", after), "x") == dump_state(
+        State("example.com", desired), "x"
+    )
+
+
+def _loaded(recipients: dict[str, Recipient]) -> Mapping[str, Recipient]:
+    text = dump_state(State("example.com", recipients), "x")
+    return parse_state(text, Path("x"), "example.com").recipients
+
+
+def test_the_state_is_written_in_pieces_that_join_to_the_whole_file() -> None:
+    state = State("example.com", {f"u{i:03d}@example.com": BOB for i in range(10)})
+    pieces = list(iter_state_text(state, "x", lines_per_chunk=3))
+    assert len(pieces) == 1 + 4  # the header, then 3 + 3 + 3 + 1 lines
+    assert "".join(pieces) == dump_state(state, "x")
+    assert list(iter_state_text(State("example.com"), "x"))[-1].endswith("recipients: {}\n")
+
+
+def test_a_loaded_state_is_walked_without_building_an_index_until_asked_by_address() -> None:
+    stored = _stored({**EXISTING, "carol@example.com": CAROL})
+    assert stored._index is None
+    assert compute_changes(stored, DESIRED) == compute_changes(
+        {**EXISTING, "carol@example.com": CAROL}, DESIRED
+    )
+    assert stored._index is None  # the diff walked the text
+    assert stored["bob@example.com"] == BOB
+    assert stored._index is not None

@@ -418,3 +418,18 @@ def test_a_canonical_file_is_read_whole_and_anything_else_line_by_line() -> None
     # An alias with an empty target never passes the whole-file reader.
     empty = text.replace('"target": "alice@example.com"', '"target": ""', 1)
     assert _parse_whole(empty, Path("x.yaml"), "example.com") is None
+
+
+def test_lines_out_of_order_are_read_by_the_line_reader_and_written_back_sorted() -> None:
+    from reconciler.state import _parse_whole
+
+    people = {a: r for a, r in SMALL.recipients.items() if r.kind != "list"}
+    text = dump_state(State("example.com", people), SOURCE)
+    head, _, body = text.partition("recipients:\n")
+    lines = body.splitlines(keepends=True)
+    shuffled = head + "recipients:\n" + "".join(reversed(lines))
+    assert len(lines) > 1
+    assert _parse_whole(shuffled, Path("x.yaml"), "example.com") is None
+    state = parse(shuffled)
+    assert dict(state.recipients) == people
+    assert dump_state(state, SOURCE) == text
