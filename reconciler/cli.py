@@ -170,7 +170,7 @@ def _register(func: Callable[..., int], name: str | None) -> Callable[..., None]
                 raise
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
-        except (KeyboardInterrupt, typer.Exit):
+        except (KeyboardInterrupt, typer.Exit, typer.BadParameter):
             raise
         except Exception as exc:
             if options.debug:

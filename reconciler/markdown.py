@@ -34,24 +34,29 @@ def render_markdown(
     """The Markdown plan, never longer than ``limit`` characters."""
     shown = per_kind
     while True:
-        text = _render(plans, shown, limit)
-        if len(text) <= limit or shown == 0:
+        text = _render(plans, shown, None)
+        if len(text) <= limit:
+            return text
+        if shown == 0:
             break
         shown //= 2
+    text = _render(plans, 0, limit)  # too many domains even so: list the first ones only
     if len(text) > limit:  # only with limits too small for the totals: cut, but say so
         note = "\n… (cut to fit)\n"
         text = text[: limit - len(note)] + note if limit > len(note) else text[:limit]
     return text
 
 
-def _render(plans: Sequence[DomainPlan], per_kind: int, limit: int) -> str:
+def _render(plans: Sequence[DomainPlan], per_kind: int, limit: int | None) -> str:
+    """The Markdown with ``per_kind`` changes of each kind; with a ``limit``, only the domains
+    that fit in it."""
     head = "".join(_head(plans))
     parts = [head]
     size = len(head)
     reserve = 300  # for the line saying how many domains were left out
     for index, plan in enumerate(plans):
         section = "".join(_domain(plan, per_kind))
-        if size + len(section) > limit - reserve:
+        if limit is not None and size + len(section) > limit - reserve:
             rest = len(plans) - index
             parts.append(
                 f"\n… and {rest} more {'domain' if rest == 1 else 'domains'} not shown here: "
