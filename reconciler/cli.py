@@ -34,6 +34,7 @@ from reconciler.reconcile import (
     resume,
     rollback,
     test_connection,
+    unfinished_apply,
 )
 from reconciler.render import iter_json, iter_text, render_domain_text
 from reconciler.savedplan import load_plan, write_plan
@@ -265,6 +266,8 @@ def plan(
     """Read the directory, map it and show what apply would change; exit 4 when apply would
     refuse. Writes no state (only FILE with --out, and the job summary on GitHub)."""
     workspace = options.workspace()
+    if warning := unfinished_apply(workspace):
+        log.warning("warning: %s", warning)
     plans = [p.plan for p in plan_all(workspace, domains or [], fingerprints=out is not None)]
     if out is not None:
         write_plan(out, plans, base_commit(workspace))

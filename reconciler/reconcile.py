@@ -34,7 +34,7 @@ from reconciler.state import (
     parse_state,
     state_path,
 )
-from reconciler.transaction import Transaction, recover, transaction
+from reconciler.transaction import Transaction, recover, transaction, unfinished
 
 log = logging.getLogger("reconciler")
 
@@ -133,6 +133,15 @@ def plan_all(
             )
             planned.append(Planned(spec, state, plan_domain(spec, state, made_from)))
     return planned
+
+
+def unfinished_apply(workspace: Workspace) -> str | None:
+    """A warning when a killed apply left the work tree behind its commits, else None."""
+    try:
+        with workspace.store() as store:
+            return unfinished(store)
+    except GitError:
+        return None
 
 
 def base_commit(workspace: Workspace) -> str | None:

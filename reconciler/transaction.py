@@ -109,6 +109,16 @@ def _publish(txn: Transaction) -> None:
     journal.unlink()
 
 
+def unfinished(store: GitStore) -> str | None:
+    """What a killed run left for the next apply to finish (for `plan` to warn), or None."""
+    if not (store.git_dir / JOURNAL).exists():
+        return None
+    return (
+        "an interrupted apply published its commits but did not update the work tree; "
+        "`reconciler apply` finishes it (this plan compares with the work tree as it is)"
+    )
+
+
 def recover(store: GitStore) -> list[str]:
     """Finish or discard what a killed run left behind; what was done, for the log.
 

@@ -253,6 +253,10 @@ def test_killed_after_the_branch_moved_the_next_run_finishes(
 ) -> None:
     _killed_after_the_branch_moved(repo, tmp_path, runs)
     published, count = head(repo), commit_count(repo)
+    plan = invoke("plan")
+    assert plan.stderr.startswith(
+        "warning: an interrupted apply published its commits but did not update the work tree"
+    )
 
     result = invoke("apply")
     assert result.exit_code == 0, result.output

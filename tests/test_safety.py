@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import jsonschema
@@ -14,6 +15,7 @@ from gitrepo import (
     DOMAIN,
     PROJECT_ROOT,
     SPEC_YAML,
+    User,
     add_domain,
     add_hook,
     change_directory,
@@ -417,3 +419,56 @@ def test_protected_addresses_must_be_in_the_domain(tmp_path: Path) -> None:
         f"{spec_path(repo)}:5:13: protected address 'abuse@example.org' is not in "
         "example.com; a sync never touches it anyway (at protected/0)"
     )
+
+
+def test_no_updates_and_no_deactivations_are_listed_as_skipped(tmp_path: Path) -> None:
+    spec = SPEC_YAML.format(domain=DOMAIN, base_dn=BASE_DN) + (
+        "policy:\n  allow_updates: false\n  allow_deactivations: false\n"
+    )
+    repo = make_repo(tmp_path, users(3), spec=spec)
+    assert invoke("apply", "--repo", str(repo)).exit_code == 0
+    renamed = User("user02", name="Renamed", aliases=("user02.alias",))
+    change_directory(repo, [users(3)[0], renamed, User("user04", name="User 04")])
+    plan = invoke("plan", "--repo", str(repo))
+    assert plan.exit_code == 0, plan.output
+    assert plan.stdout.splitlines()[1:] == [
+        f'  + user04@{DOMAIN}  mailbox "User 04"',
+        f"  - user03.alias@{DOMAIN}  alias → user03@{DOMAIN}  "
+        "(skipped: policy.allow_deactivations is false)",
+        f'  - user03@{DOMAIN}  mailbox "User 03"  (skipped: policy.allow_deactivations is false)',
+        f'  ~ user02@{DOMAIN}  name: "User 02" → "Renamed"  '
+        "(skipped: policy.allow_updates is false)",
+        f"{DOMAIN}: 1 to add, 0 to update, 0 to remove (6 → 7 recipients)",
+        "Plan: 1 to add, 0 to update, 0 to remove in 1 of 1 domain.",
+    ]
+    document = json.loads(invoke("plan", "--repo", str(repo), "--format", "json").stdout)
+    skipped = document["domains"][0]["skipped"]
+    assert [(s["action"], s["address"], s["reason"]) for s in skipped][-1] == (
+        "update",
+        f"user02@{DOMAIN}",
+        "policy.allow_updates is false",
+    )
+    assert invoke("apply", "--repo", str(repo)).exit_code == 0
+    text = state_text(repo)
+    assert '"User 02"' in text and "Renamed" not in text and f"user03@{DOMAIN}" in text
+
+
+def test_an_unfinished_rebase_is_refused(limited: Path) -> None:
+    readme = limited / "README.md"
+    git(limited, "checkout", "--quiet", "-b", "topic")
+    readme.write_text("topic\n", "utf-8")
+    commit_all(limited, "Topic README")
+    git(limited, "checkout", "--quiet", "main")
+    readme.write_text("main\n", "utf-8")
+    commit_all(limited, "Main README")
+    git(limited, "checkout", "--quiet", "topic")
+    rebase = subprocess.run(
+        ["git", "-C", str(limited), "rebase", "main"], capture_output=True, check=False
+    )
+    assert rebase.returncode != 0, "the rebase should stop on a conflict"
+    before = head(limited)
+    for args in (["apply"], ["apply", "--branch", "x"], ["rollback", DOMAIN]):
+        result = invoke(*args)
+        assert result.exit_code == 1, args
+        assert result.stderr.startswith(f"Error: {limited} is in the middle of a rebase"), args
+    assert head(limited) == before
