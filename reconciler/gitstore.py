@@ -198,7 +198,7 @@ class GitStore:
         does not exist): a compare-and-swap, so a ref moved meanwhile is never overwritten."""
         old = expected or "0" * len(new)
         try:
-            self._git("update-ref", "-m", "reconciler", ref, new, old)
+            self._git("update-ref", "-m", "reconciler: publish the run's commits", ref, new, old)
         except GitError as exc:
             now = self.ref(ref)
             if now == expected:
@@ -217,11 +217,8 @@ class GitStore:
 
     def blob(self, rev: str, relative: Path) -> str | None:
         """The blob id of ``relative`` at ``rev``, None when it has no such file."""
-        return self.ref_blob(f"{rev}:{relative.as_posix()}")
-
-    def ref_blob(self, spec: str) -> str | None:
         try:
-            return self._git("rev-parse", "--verify", "--quiet", spec) or None
+            return self._git("rev-parse", "--verify", "--quiet", f"{rev}:{relative.as_posix()}")
         except GitError:
             return None
 

@@ -192,13 +192,13 @@ def test_update_percent_at_the_boundary() -> None:
             )
 
 
-def test_percent_limits_wait_for_min_existing() -> None:
+@pytest.mark.parametrize(("existing", "refused"), [(9, False), (10, True), (11, True)])
+def test_percent_limits_wait_for_min_existing(existing: int, refused: bool) -> None:
     limits = dataclasses.replace(NO_LIMITS, delete_percent=30, min_existing=10)
-    # 9 existing: 5 leaving (55%) passes; 10 existing: min_existing reached, 4 leaving refuses.
-    assert guards_of(plan_of(people(range(1, 10)), people(range(6, 10)), limits)) == []
-    assert guards_of(plan_of(people(range(1, 11)), people(range(5, 11)), limits)) == [
-        "delete_percent"
-    ]
+    # Half of them leave: refused only once there are min_existing recipients.
+    leaving = (existing + 1) // 2
+    plan = plan_of(people(range(existing)), people(range(leaving, existing)), limits)
+    assert guards_of(plan) == (["delete_percent"] if refused else [])
 
 
 def test_list_member_removal_percent_at_the_boundary() -> None:
@@ -228,6 +228,16 @@ def test_an_empty_read_is_refused_whatever_the_size_and_the_limits(size: int) ->
     assert guards_of(plan) == ["empty_read"]
     everything = Overrides(allow_deletes=size, approve=frozenset({plan.digest()}))
     assert [r.guard for r in remaining([plan], everything)] == ["empty_read"]
+
+
+@pytest.mark.parametrize(
+    ("existing", "desired", "refused"), [(0, 0, False), (1, 0, True), (1, 1, False)]
+)
+def test_the_empty_read_rule_needs_a_non_empty_state_and_an_empty_read(
+    existing: int, desired: int, refused: bool
+) -> None:
+    plan = plan_of(people(range(existing)), people(range(desired)), NO_LIMITS)
+    assert guards_of(plan) == (["empty_read"] if refused else [])
 
 
 def test_a_hold_is_not_overridden() -> None:
