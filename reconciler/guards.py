@@ -129,14 +129,16 @@ def _blocking(plan: DomainPlan) -> Iterator[Refusal]:
 def _limits(plan: DomainPlan) -> Iterator[Refusal]:
     limits, counts, domain = plan.limits, count(plan), plan.domain
     existing = plan.existing_count
-    approve = f"`reconciler apply {domain} --approve {plan.digest()}`"
-    allow = (
-        f"`reconciler apply {domain} --allow-deletes {counts.removals}` "
-        f"or `--approve {plan.digest()}`"
-    )
+
+    def way_out(deletes: bool) -> str:
+        # Only for a refusal: the digest serialises every change of the plan.
+        approve = f"--approve {plan.digest()}`"
+        if deletes:
+            return f"`reconciler apply {domain} --allow-deletes {counts.removals}` or `{approve}"
+        return f"`reconciler apply {domain} {approve}"
 
     def over(key: str, number: int, what: str, deletes: bool) -> Refusal:
-        way = allow if deletes else approve
+        way = way_out(deletes)
         return Refusal(
             domain,
             key,
@@ -178,7 +180,7 @@ def _limits(plan: DomainPlan) -> Iterator[Refusal]:
                     f"{domain}: list {address} loses {lost} of its {members} members "
                     f"({_percent(lost, members)}), over "
                     f"policy.limits.list_member_removal_percent {limit}; "
-                    f"if that is intended: {approve}",
+                    f"if that is intended: {way_out(False)}",
                     approvable=True,
                 )
 
