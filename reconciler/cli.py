@@ -346,6 +346,8 @@ def apply(
         if result.commit:
             where = f" on branch {branch}" if branch else ""
             typer.echo(f"Committed {result.plan.domain} as {result.commit[:10]}{where}")
+    if branch and not any(result.commit for result in results):
+        log.info("nothing to commit: branch %s was not created", branch)
     return 0
 
 

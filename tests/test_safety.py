@@ -369,6 +369,13 @@ def test_apply_on_a_new_branch_leaves_the_current_one_alone(limited: Path) -> No
     before.check()
 
 
+def test_apply_on_a_branch_with_nothing_to_commit_makes_no_branch(limited: Path) -> None:
+    result = invoke("apply", "--branch", "empty")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "nothing to commit: branch empty was not created\n"
+    assert git(limited, "branch", "--list", "empty") == ""
+
+
 def test_apply_on_a_branch_runs_the_hooks(limited: Path) -> None:
     seen = limited / ".git" / "seen"
     add_hook(limited, "commit-msg", f'head -1 "$1" > "{seen}"')
