@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -20,18 +21,23 @@ import typer
 
 from reconciler import __version__
 from reconciler.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_REFUSED, ReconcilerError
+from reconciler.guards import Overrides
 from reconciler.inventory import check_inventory
+from reconciler.markdown import render_markdown
 from reconciler.plan import summarize
 from reconciler.reconcile import (
     Workspace,
     apply_all,
+    base_commit,
     history,
     plan_all,
     resume,
     rollback,
     test_connection,
+    unfinished_apply,
 )
 from reconciler.render import iter_json, iter_text, render_domain_text
+from reconciler.savedplan import load_plan, write_plan
 
 log = logging.getLogger("reconciler")
 
@@ -165,7 +171,7 @@ def _register(func: Callable[..., int], name: str | None) -> Callable[..., None]
                 raise
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
-        except (KeyboardInterrupt, typer.Exit):
+        except (KeyboardInterrupt, typer.Exit, typer.BadParameter):
             raise
         except Exception as exc:
             if options.debug:
@@ -206,6 +212,10 @@ def _configure_logging(options: Options) -> None:
 class PlanFormat(StrEnum):
     text = "text"
     json = "json"
+    markdown = "markdown"
+
+
+STEP_SUMMARY_VARIABLE = "GITHUB_STEP_SUMMARY"
 
 
 DomainsArg = Annotated[
@@ -244,13 +254,33 @@ def plan(
         bool,
         typer.Option("--detailed-exitcode", help="Exit 3 when there are changes (0 when in sync)."),
     ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            metavar="FILE",
+            help="Also save the plan (JSON) for `apply --plan FILE`.",
+        ),
+    ] = None,
 ) -> int:
-    """Read the directory, map it and show what apply would change. Never writes."""
-    plans = [p.plan for p in plan_all(options.workspace(), domains or [])]
+    """Read the directory, map it and show what apply would change; exit 4 when apply would
+    refuse. Writes no state (only FILE with --out, and the job summary on GitHub)."""
+    workspace = options.workspace()
+    if warning := unfinished_apply(workspace):
+        log.warning("warning: %s", warning)
+    plans = [p.plan for p in plan_all(workspace, domains or [], fingerprints=out is not None)]
+    if out is not None:
+        write_plan(out, plans, base_commit(workspace))
+        log.info("saved the plan to %s; apply it with `reconciler apply --plan %s`", out, out)
     if output_format is PlanFormat.json:
         _write(iter_json(plans))
+    elif output_format is PlanFormat.markdown:
+        _write([render_markdown(plans)])
     else:
         _write(line + "\n" for line in iter_text(plans))
+    summary = os.environ.get(STEP_SUMMARY_VARIABLE)
+    if summary:
+        _append_summary(Path(summary), render_markdown(plans))
     if any(p.refusals() for p in plans):
         return EXIT_REFUSED
     if detailed_exitcode and any(p.has_changes for p in plans):
@@ -258,13 +288,66 @@ def plan(
     return 0
 
 
+def _append_summary(path: Path, markdown: str) -> None:
+    try:
+        with path.open("a", encoding="utf-8") as summary:
+            summary.write(markdown + "\n")
+    except OSError as exc:
+        log.warning("could not append the plan to %s=%s: %s", STEP_SUMMARY_VARIABLE, path, exc)
+
+
 @command()
-def apply(options: Options, domains: DomainsArg = None) -> int:
-    """Plan again, then write each changed domain's state and commit it (one commit per domain)."""
-    for result in apply_all(options.workspace(), domains or []):
+def apply(
+    options: Options,
+    domains: DomainsArg = None,
+    plan_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--plan",
+            metavar="FILE",
+            help="Apply exactly this saved plan (from `plan --out`); refused if it is stale.",
+        ),
+    ] = None,
+    branch: Annotated[
+        str | None,
+        typer.Option(
+            "--branch",
+            metavar="NAME",
+            help="Commit on a new branch NAME from HEAD; the current branch is left alone.",
+        ),
+    ] = None,
+    allow_deletes: Annotated[
+        int | None,
+        typer.Option(
+            "--allow-deletes",
+            metavar="N",
+            min=0,
+            help="Pass the removal limits of a plan that removes exactly N addresses.",
+        ),
+    ] = None,
+    approve: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--approve",
+            metavar="DIGEST",
+            help="Pass every limit of the plan with this digest (printed by plan); repeatable.",
+        ),
+    ] = None,
+) -> int:
+    """Plan again (or take a saved plan), check the guards, then commit each changed domain's
+    state (one commit per domain), all published together or none."""
+    if plan_file is not None and domains:
+        raise typer.BadParameter("a saved plan names its domains", param_hint="DOMAIN")
+    saved = load_plan(plan_file) if plan_file is not None else None
+    overrides = Overrides(allow_deletes, frozenset(d.strip().lower() for d in approve or ()))
+    results = apply_all(options.workspace(), domains or [], overrides, saved=saved, branch=branch)
+    for result in results:
         typer.echo("\n".join(render_domain_text(result.plan)))
         if result.commit:
-            typer.echo(f"Committed {result.plan.domain} as {result.commit[:10]}")
+            where = f" on branch {branch}" if branch else ""
+            typer.echo(f"Committed {result.plan.domain} as {result.commit[:10]}{where}")
+    if branch and not any(result.commit for result in results):
+        log.info("nothing to commit: branch %s was not created", branch)
     return 0
 
 

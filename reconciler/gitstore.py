@@ -7,6 +7,12 @@ and commit signing apply, exactly as for a commit made by hand.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import shutil
+import socket
+import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +23,9 @@ from filelock import FileLock, Timeout
 from reconciler.errors import GitError
 
 LOCK_FILE = "reconciler.lock"
+LOCK_OWNER_FILE = "reconciler.lock.owner"  # who holds the lock, for the one who waits
 LOCK_TIMEOUT_SECONDS = 10.0
+LOCK_TIMEOUT_VARIABLE = "RECONCILER_LOCK_TIMEOUT"
 _UNFINISHED = {
     "MERGE_HEAD": "a merge",
     "rebase-merge": "a rebase",
@@ -73,22 +81,24 @@ class GitStore:
             raise GitError(f"{path} is a bare repository; reconciler needs a work tree")
         return cls(repo)
 
-    def _git(self, *args: str) -> str:
+    def _git(self, *args: str, cwd: Path | None = None) -> str:
+        where = ["-C", str(cwd)] if cwd is not None else []
         try:
-            return str(self._repo.git.execute(["git", *args], with_extended_output=False))
+            command = ["git", *where, *args]
+            return str(self._repo.git.execute(command, with_extended_output=False))
         except git.GitCommandError as exc:
             detail = (exc.stderr or exc.stdout or "").strip().replace("\n", " ")
             raise GitError(f"git {args[0]} failed: {detail or exc.status}") from None
 
-    def preflight(self, watched: Sequence[Path]) -> None:
-        """Refuse a detached HEAD, an unfinished merge or rebase, and uncommitted edits
-        under ``watched`` (applying over a hand edit would lose or commit it)."""
+    def preflight(self, watched: Sequence[Path], *, detached_ok: bool = False) -> None:
+        """Refuse a detached HEAD (unless ``detached_ok``), an unfinished merge or rebase, and
+        uncommitted edits under ``watched`` (applying over a hand edit would lose or commit it)."""
         for marker, what in _UNFINISHED.items():
             if (self.git_dir / marker).exists():
                 raise GitError(
                     f"{self.root} is in the middle of {what}", "finish or abort it, then run again"
                 )
-        if self._repo.head.is_detached:
+        if self._repo.head.is_detached and not detached_ok:
             raise GitError(f"{self.root} has a detached HEAD", "check out a branch, then run again")
         relative = [str(self.relative(p)) for p in watched]
         dirty = self._git("status", "--porcelain", "--untracked-files=all", "--", *relative)
@@ -100,18 +110,23 @@ class GitStore:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """One run at a time per repository."""
+        """One run at a time per repository: wait briefly for another run, then give up
+        naming it. The wait is LOCK_TIMEOUT_SECONDS, or $RECONCILER_LOCK_TIMEOUT seconds."""
         lock = FileLock(str(self.git_dir / LOCK_FILE))
+        owner = self.git_dir / LOCK_OWNER_FILE
         try:
-            lock.acquire(timeout=LOCK_TIMEOUT_SECONDS)
+            lock.acquire(timeout=_lock_timeout())
         except Timeout:
             raise GitError(
-                f"another reconciler run holds {self.git_dir / LOCK_FILE}",
+                f"another reconciler run{_describe_owner(owner)} holds {self.git_dir / LOCK_FILE}",
                 "wait for it to finish, then run again",
             ) from None
         try:
+            # The lock file itself cannot say who holds it: each waiter truncates it on open.
+            owner.write_text(json.dumps(_owner_facts()), encoding="utf-8")
             yield
         finally:
+            owner.unlink(missing_ok=True)
             lock.release()
 
     def relative(self, path: Path) -> Path:
@@ -126,38 +141,92 @@ class GitStore:
         except ValueError:
             return None  # a repository with no commit yet
 
-    def commit_file(self, path: Path, message: str) -> str:
-        """Commit exactly ``path`` (already written) with ``message``; returns the new commit.
+    def branch(self) -> str | None:
+        """The full name of the checked-out branch (refs/heads/…), None on a detached HEAD."""
+        if self._repo.head.is_detached:
+            return None
+        return str(self._repo.head.reference.path)
 
-        On failure (a hook refused, no identity configured…) the file is put back as it was
-        in HEAD, so a failed apply leaves no trace.
-        """
-        relative = str(self.relative(path))
-        message_file = self.git_dir / "RECONCILER_COMMIT_MSG"
+    def ref(self, name: str) -> str | None:
+        """The commit a ref points at, or None when there is no such ref."""
+        try:
+            return self._git("rev-parse", "--verify", "--quiet", f"{name}^{{commit}}") or None
+        except GitError:
+            return None
+
+    def branch_ref(self, name: str) -> str:
+        """``refs/heads/NAME`` for a valid branch name; GitError otherwise."""
+        try:
+            short = self._git("check-ref-format", "--branch", name)
+        except GitError:
+            raise GitError(f"{name!r} is not a valid branch name") from None
+        return f"refs/heads/{short}"
+
+    def add_worktree(self, path: Path, commit: str) -> None:
+        """A detached work tree of ``commit`` at ``path``, for commits that must not touch
+        the user's own work tree. Checkout hooks are not run for it (it is not the user's)."""
+        self._git(
+            "-c", "core.hooksPath=" + os.devnull, "worktree", "add", "--quiet", "--detach",
+            str(path), commit,
+        )  # fmt: skip
+
+    def remove_worktree(self, path: Path) -> None:
+        """Remove a work tree made by :meth:`add_worktree`, whatever state it was left in."""
+        with contextlib.suppress(GitError):
+            self._git("worktree", "remove", "--force", "--force", str(path))
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+        self._git("worktree", "prune")
+
+    def commit_in(self, worktree: Path, relative: Path, message: str) -> str:
+        """Commit exactly ``relative`` (already written) in ``worktree`` with ``git commit``,
+        so hooks and signing apply; returns the new commit."""
+        message_file = worktree.parent / f"{worktree.name}.message"
         message_file.write_text(message, encoding="utf-8")
         try:
-            self._git("add", "--", relative)
+            self._git("add", "--", str(relative), cwd=worktree)
             self._git(
-                "commit", "--quiet", "--no-edit", "-F", str(message_file), "--only", "--", relative
-            )
-        except GitError:
-            self.restore(path)
-            raise
+                "commit", "--quiet", "--no-edit", "-F", str(message_file), "--only", "--",
+                str(relative), cwd=worktree,
+            )  # fmt: skip
         finally:
             message_file.unlink(missing_ok=True)
-        head = self.head()
-        assert head is not None
-        return head
+        return self._git("rev-parse", "HEAD", cwd=worktree)
 
-    def restore(self, path: Path) -> None:
-        """Put ``path`` back as HEAD has it (or remove it when HEAD has none)."""
-        relative = str(self.relative(path))
-        with contextlib.suppress(GitError):
-            self._git("reset", "--quiet", "--", relative)
-        if self.read_at("HEAD", path) is None:
-            path.unlink(missing_ok=True)
-        else:
-            self._git("checkout", "HEAD", "--", relative)
+    def update_ref(self, ref: str, new: str, expected: str | None) -> None:
+        """Point ``ref`` at ``new`` only if it still points at ``expected`` (None: only if it
+        does not exist): a compare-and-swap, so a ref moved meanwhile is never overwritten."""
+        old = expected or "0" * len(new)
+        try:
+            self._git("update-ref", "-m", "reconciler: publish the run's commits", ref, new, old)
+        except GitError as exc:
+            now = self.ref(ref)
+            if now == expected:
+                raise  # not a moved ref: some other failure, reported as git gave it
+            where = f"now at {now[:10]}" if now else "now absent"
+            was = f"{expected[:10]}" if expected else "absent"
+            raise GitError(
+                f"{ref} moved while reconciler was applying ({where}, it was {was} when the "
+                "run started); nothing was applied",
+                "run again: the plan is made afresh from the new commit",
+            ) from exc
+
+    def checkout_paths(self, rev: str, paths: Sequence[Path]) -> None:
+        """Make the work tree and the index hold ``paths`` as ``rev`` has them."""
+        self._git("checkout", rev, "--", *(str(p) for p in paths))
+
+    def blob(self, rev: str, relative: Path) -> str | None:
+        """The blob id of ``relative`` at ``rev``, None when it has no such file."""
+        try:
+            return self._git("rev-parse", "--verify", "--quiet", f"{rev}:{relative.as_posix()}")
+        except GitError:
+            return None
+
+    def hash_file(self, relative: Path) -> str | None:
+        """The blob id the work tree's ``relative`` would have, None when it does not exist."""
+        if not (self.root / relative).exists():
+            return None
+        return self._git("hash-object", "--", str(relative))
 
     def read_at(self, rev: str, path: Path) -> str | None:
         """The text of ``path`` at ``rev``, or None when it did not exist there."""
@@ -184,6 +253,40 @@ class GitStore:
             args.append(f"-n{limit}")
         output = self._git(*args, "--", str(self.relative(path)))
         return [_parse_commit(record) for record in output.split(_RECORD) if record.strip()]
+
+
+def _lock_timeout() -> float:
+    raw = os.environ.get(LOCK_TIMEOUT_VARIABLE)
+    if raw is None:
+        return LOCK_TIMEOUT_SECONDS
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise GitError(f"{LOCK_TIMEOUT_VARIABLE}={raw!r} is not a number of seconds")
+    return seconds
+
+
+def _owner_facts() -> dict[str, object]:
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": " ".join(["reconciler", *sys.argv[1:]]),
+        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _describe_owner(owner: Path) -> str:
+    """`` (pid 123 on host, `reconciler apply`, since …)`` from the owner file, when readable."""
+    try:
+        facts = json.loads(owner.read_text(encoding="utf-8"))
+        return (
+            f" (pid {int(facts['pid'])} on {facts['host']}, `{facts['command']}`, "
+            f"since {facts['since']})"
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""  # written a moment later, or by a run that was killed
 
 
 def _parse_commit(record: str) -> Commit:

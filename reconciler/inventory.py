@@ -260,6 +260,15 @@ def _semantic_problems(
         elif alias.lower() == domain.lower():
             add(["domain_aliases", index], f"'{alias}' is the domain itself")
 
+    managed = {_loose_domain(d) for d in (domain, *merged.get("domain_aliases", []))}
+    for index, address in enumerate(merged.get("protected", [])):
+        if _loose_domain(address.rsplit("@", 1)[-1]) not in managed:
+            add(
+                ["protected", index],
+                f"protected address '{address}' is not in {', '.join(sorted(managed))}; "
+                "a sync never touches it anyway",
+            )
+
     flavor = merged["directory"].get("flavor", DEFAULT_FLAVOR)
     users = {**FLAVOR_DEFAULTS[flavor], **merged.get("users", {})}
     try:
@@ -297,6 +306,14 @@ def _directory_problems(
     if directory.get("bind_dn") and "password" not in directory:
         add("bind_dn", "bind_dn needs a password: {env: VAR} or {file: PATH}")
     return problems
+
+
+def _loose_domain(name: str) -> str:
+    """A domain normalised when it can be (an invalid one is reported on its own)."""
+    try:
+        return normalize_domain(name)
+    except UnicodeError:
+        return name.lower()
 
 
 def _domain_name_problem(name: str) -> str | None:

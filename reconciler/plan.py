@@ -13,12 +13,16 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
+from reconciler import guards
 from reconciler.mapping import Conflict
 from reconciler.recipient import FIELD_ORDER, Recipient
+from reconciler.spec import Limits
 from reconciler.state import Hold, StoredRecipients
 
-Action = Literal["add", "update", "remove"]
-SYMBOLS: Mapping[str, str] = {"remove": "-", "update": "~", "add": "+"}
+# A deactivation (policy.removal: deactivate) keeps a leaver with status "disabled".
+Action = Literal["add", "update", "deactivate", "remove"]
+ACTIONS: tuple[Action, ...] = ("add", "update", "deactivate", "remove")
+SYMBOLS: Mapping[str, str] = {"remove": "-", "deactivate": "!", "update": "~", "add": "+"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +45,9 @@ class Change:
         if self.action == "update":
             details = ", ".join(f"{f}: {_show(o)} → {_show(n)}" for f, o, n in self.field_changes())
             return f"~ {self.address}  {details}"
+        if self.action == "deactivate":
+            assert self.old is not None
+            return f"! {self.address}  {summarize(self.old)} → disabled"
         recipient = self.new if self.action == "add" else self.old
         assert recipient is not None
         return f"{SYMBOLS[self.action]} {self.address}  {summarize(recipient)}"
@@ -52,6 +59,20 @@ class Change:
         if self.new is not None:
             data["new"] = self.new.to_dict()
         return data
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A change the sync would make but the spec's policy or ``protected`` leaves out."""
+
+    change: Change
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.change.describe()}  (skipped: {self.reason})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.change.to_dict(), "reason": self.reason}
 
 
 def summarize(recipient: Recipient) -> str:
@@ -87,38 +108,43 @@ class DomainPlan:
     notes: tuple[str, ...] = ()
     # Rollback and resume restore a reviewed state on purpose; the sync guards are not for them.
     guarded: bool = True
+    skipped: tuple[Skipped, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+    # Digests of what the plan was made from ("spec", "state", "directory"): a saved plan
+    # applies only while they are unchanged.
+    fingerprints: Mapping[str, str] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
-        return dict(self._counts)
+        """Changes per action; "deactivate" only when there are some."""
+        counts = dict(self._counts)
+        if not counts["deactivate"]:
+            del counts["deactivate"]
+        return counts
 
     @cached_property
     def _counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(("add", "update", "remove"), 0)
+        counts: dict[str, int] = dict.fromkeys(ACTIONS, 0)
         for change in self.changes:
             counts[change.action] += 1
         return counts
+
+    @property
+    def removals(self) -> int:
+        """Addresses deleted or deactivated: what --allow-deletes names."""
+        return self._counts["remove"] + self._counts["deactivate"]
 
     @property
     def has_changes(self) -> bool:
         return bool(self.changes)
 
     def refusals(self) -> list[str]:
-        """Why `apply` must not act on this plan; empty when it may."""
-        if not self.guarded:
-            return []
-        reasons = [f"conflict: {c.describe()}" for c in self.conflicts]
-        if self.desired_count == 0 and self.existing_count > 0:
-            # An empty read is far more often a broken filter or export than everyone leaving.
-            reasons.append(
-                f"the directory gave no recipients while the state has {self.existing_count}; "
-                "check the source and the users filter"
-            )
-        if self.hold is not None:
-            reasons.append(
-                f"{self.domain} is on hold since {self.hold.since}: {self.hold.reason}; "
-                f"lift it with `reconciler resume {self.domain}`"
-            )
-        return reasons
+        """Why `apply` must not act on this plan (without overrides); empty when it may."""
+        return [refusal.message for refusal in self.verdict]
+
+    @cached_property
+    def verdict(self) -> tuple[guards.Refusal, ...]:
+        """Every guard this plan fails, before any override (see reconciler.guards)."""
+        return tuple(guards.refusals(self)) if self.guarded else ()
 
     def summary(self) -> str:
         """The one-line summary used in plan output and as the commit subject."""
@@ -126,8 +152,9 @@ class DomainPlan:
         if not self.changes:
             return f"{self.domain}: in sync ({self.existing_count} recipients)"
         after = self.existing_count + counts["add"] - counts["remove"]
+        deactivate = f"{counts['deactivate']} to deactivate, " if "deactivate" in counts else ""
         return (
-            f"{self.domain}: {counts['add']} to add, {counts['update']} to update, "
+            f"{self.domain}: {counts['add']} to add, {counts['update']} to update, {deactivate}"
             f"{counts['remove']} to remove ({self.existing_count} → {after} recipients)"
         )
 
@@ -137,13 +164,15 @@ class DomainPlan:
 
     @cached_property
     def _digest(self) -> str:
-        payload = json.dumps(
-            [self.domain, [c.to_dict() for c in self.changes]],
-            sort_keys=True,
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+        return plan_digest(self.domain, [c.to_dict() for c in self.changes])
+
+
+def plan_digest(domain: str, changes: list[dict[str, Any]]) -> str:
+    """The digest of a domain's changes in their plain (JSON) form."""
+    payload = json.dumps(
+        [domain, changes], sort_keys=True, ensure_ascii=False, separators=(",", ":")
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
 def compute_changes(

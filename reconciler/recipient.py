@@ -65,6 +65,8 @@ class Recipient:
         if self.members is not None or (self.kind != "alias") == (target is not None):
             return canonical_json(self.to_dict())
         if target is not None:  # an alias
+            if self.name is not None or self.id is not None or self.status is not None:
+                return canonical_json(self.to_dict())  # a deactivated alias, say
             text = '{"kind": "alias", "target": ' + _string(target) + "}"
         else:
             text = '{"kind": ' + _string(self.kind)

@@ -17,11 +17,14 @@ from pathlib import Path
 from reconciler.directory import DirectorySource, ReadInterrupted, open_source
 from reconciler.errors import ConfigError, GitError, RefusedError
 from reconciler.gitstore import Commit, GitStore
+from reconciler.guards import Overrides, remaining
 from reconciler.inventory import load_specs
 from reconciler.mapping import MappingResult, map_entries
 from reconciler.plan import DomainPlan, apply_changes, compute_changes
+from reconciler.policy import apply_policy
 from reconciler.recipient import Recipient
 from reconciler.render import commit_message
+from reconciler.savedplan import SavedPlan, check_fresh, directory_fingerprint, state_fingerprint
 from reconciler.spec import DomainSpec
 from reconciler.state import (
     Hold,
@@ -30,8 +33,8 @@ from reconciler.state import (
     load_state,
     parse_state,
     state_path,
-    write_state,
 )
+from reconciler.transaction import Transaction, recover, transaction, unfinished
 
 log = logging.getLogger("reconciler")
 
@@ -79,8 +82,13 @@ def read_directory(spec: DomainSpec) -> tuple[DirectorySource, MappingResult]:
             # (the source raises ReadInterrupted only while it has a server left to try)
 
 
-def plan_domain(spec: DomainSpec, state: State) -> DomainPlan:
-    """Read the directory, map it and diff it against ``state``."""
+def plan_domain(
+    spec: DomainSpec, state: State, fingerprints: dict[str, str] | None = None
+) -> DomainPlan:
+    """Read the directory, map it, diff it against ``state`` and apply the spec's policy.
+
+    ``fingerprints``: when given (with "spec" and "state"), the directory snapshot's digest
+    is added and the plan carries them, for a saved plan."""
     source, result = read_directory(spec)
     notes = []
     if result.entries_without_id and spec.users.id_attribute:
@@ -88,9 +96,14 @@ def plan_domain(spec: DomainSpec, state: State) -> DomainPlan:
             f"{result.entries_without_id} entries have no {spec.users.id_attribute}; "
             "their DN is used as id"
         )
+    if fingerprints is not None:
+        fingerprints = {**fingerprints, "directory": directory_fingerprint(result.recipients)}
+    changes, skipped = apply_policy(
+        compute_changes(state.recipients, result.recipients), spec.policy, spec.protected
+    )
     return DomainPlan(
         domain=spec.domain,
-        changes=compute_changes(state.recipients, result.recipients),
+        changes=changes,
         existing_count=len(state.recipients),
         desired_count=len(result.recipients),
         source=f"{source.describe()}: {result.entries_read} matching entries",
@@ -98,17 +111,46 @@ def plan_domain(spec: DomainSpec, state: State) -> DomainPlan:
         conflicts=result.conflict_list(),
         hold=state.hold,
         notes=tuple(notes),
+        skipped=skipped,
+        limits=spec.policy.limits,
+        fingerprints=fingerprints or {},
     )
 
 
-def plan_all(workspace: Workspace, domains: Sequence[str]) -> list[Planned]:
-    """Plan every named domain (all when none are named). Writes nothing."""
+def plan_all(
+    workspace: Workspace, domains: Sequence[str], *, fingerprints: bool = False
+) -> list[Planned]:
+    """Plan every named domain (all when none are named). Writes nothing.
+
+    ``fingerprints``: record what each plan was made from, for `plan --out`."""
     planned = []
     for spec in load_specs(workspace.inventory_dir, domains):
+        path = workspace.state_file(spec.domain)
         with _bulk_objects():
-            state = load_state(workspace.state_file(spec.domain), spec.domain)
-            planned.append(Planned(spec, state, plan_domain(spec, state)))
+            state = load_state(path, spec.domain)
+            made_from = (
+                {"spec": spec.digest, "state": state_fingerprint(path)} if fingerprints else None
+            )
+            planned.append(Planned(spec, state, plan_domain(spec, state, made_from)))
     return planned
+
+
+def unfinished_apply(workspace: Workspace) -> str | None:
+    """A warning when a killed apply left the work tree behind its commits, else None."""
+    try:
+        with workspace.store() as store:
+            return unfinished(store)
+    except GitError:
+        return None
+
+
+def base_commit(workspace: Workspace) -> str | None:
+    """The commit a plan is made at, None outside a repository or before the first commit."""
+    try:
+        with workspace.store() as store:
+            return store.head()
+    except GitError:
+        return None
 
 
 @contextlib.contextmanager
@@ -128,41 +170,67 @@ def _bulk_objects() -> Iterator[None]:
             gc.enable()
 
 
-def apply_all(workspace: Workspace, domains: Sequence[str]) -> list[Applied]:
-    """Plan, check every domain, then write and commit each changed one.
+def apply_all(
+    workspace: Workspace,
+    domains: Sequence[str],
+    overrides: Overrides | None = None,
+    *,
+    saved: SavedPlan | None = None,
+    branch: str | None = None,
+) -> list[Applied]:
+    """Plan, check every domain, then commit each changed one and publish them together.
 
-    All-or-nothing across the run's checks: if any domain is refused, no domain is written.
-    Each domain's own write is all-or-nothing too (a failed commit restores its file).
+    All-or-nothing: if any domain is refused, or any commit fails (a hook says no), nothing is
+    published. ``overrides`` pass the limits of the plans they name; ``saved``: apply exactly
+    that saved plan (refused as stale if what it was made from changed); ``branch``: publish
+    to that new branch and leave the current branch and work tree alone.
     """
     with workspace.store() as store, store.lock():
-        store.preflight([workspace.state_dir, workspace.inventory_dir])
-        planned = plan_all(workspace, domains)
-        refusals = [reason for p in planned for reason in p.plan.refusals()]
+        _recover(store)
+        store.preflight([workspace.state_dir, workspace.inventory_dir], detached_ok=bool(branch))
+        if saved is not None:
+            domains = [entry.domain for entry in saved.domains]
+        planned = plan_all(workspace, domains, fingerprints=saved is not None)
+        plans = [item.plan for item in planned]
+        if saved is not None:
+            check_fresh(saved, plans, store.head())
+        refusals = remaining(plans, overrides or Overrides())
         if refusals:
-            raise RefusedError("apply refused, nothing was applied:\n  " + "\n  ".join(refusals))
+            raise RefusedError(
+                "apply refused, nothing was applied:\n  " + "\n  ".join(r.message for r in refusals)
+            )
+        if not any(plan.has_changes for plan in plans):
+            return [Applied(plan, None) for plan in plans]
         applied = []
-        for item in planned:
-            if not item.plan.has_changes:
-                applied.append(Applied(item.plan, None))
-                continue
-            recipients = apply_changes(item.state.recipients, item.plan.changes)
-            new_state = State(item.spec.domain, recipients, item.state.hold)
-            try:
-                sha = _commit_state(workspace, store, new_state, commit_message(item.plan, "apply"))
-            except GitError as exc:
-                done = ", ".join(f"{a.plan.domain} ({a.commit[:10]})" for a in applied if a.commit)
-                raise GitError(
-                    f"{item.spec.domain}: {exc.message}",
-                    f"its state file was put back; already committed: {done}" if done else None,
-                ) from None
-            applied.append(Applied(item.plan, sha))
+        with transaction(store, branch=branch) as txn:
+            for item in planned:
+                if not item.plan.has_changes:
+                    applied.append(Applied(item.plan, None))
+                    continue
+                recipients = apply_changes(item.state.recipients, item.plan.changes)
+                new_state = State(item.spec.domain, recipients, item.state.hold)
+                try:
+                    sha = _commit_state(
+                        workspace, txn, new_state, commit_message(item.plan, "apply")
+                    )
+                except GitError as exc:
+                    raise GitError(
+                        f"{item.spec.domain}: {exc.message}",
+                        "nothing was applied: no domain's commit was published",
+                    ) from None
+                applied.append(Applied(item.plan, sha))
         return applied
 
 
-def _commit_state(workspace: Workspace, store: GitStore, state: State, message: str) -> str:
+def _recover(store: GitStore) -> None:
+    for done in recover(store):
+        log.warning("%s", done)
+
+
+def _commit_state(workspace: Workspace, txn: Transaction, state: State, message: str) -> str:
     path = workspace.state_file(state.domain)
-    write_state(path, iter_state_text(state, workspace.spec_label(state.domain)))
-    return store.commit_file(path, message)
+    text = iter_state_text(state, workspace.spec_label(state.domain))
+    return txn.commit(txn.store.relative(path), text, message)
 
 
 def rollback(
@@ -172,6 +240,7 @@ def rollback(
     commit, and put the domain on hold so the next sync does not undo the rollback."""
     path = workspace.state_file(domain)
     with workspace.store() as store, store.lock():
+        _recover(store)
         store.preflight([workspace.state_dir])
         current = load_state(path, domain)
         target = store.resolve(to) if to else _before_last_sync(store, path, domain)
@@ -195,7 +264,8 @@ def rollback(
         )
         subject = f"Roll back {domain} to {target[:10]}"
         message = commit_message(plan, "rollback", subject, {"Reconciler-Rollback-To": target})
-        sha = _commit_state(workspace, store, State(domain, restored.recipients, hold), message)
+        with transaction(store) as txn:
+            sha = _commit_state(workspace, txn, State(domain, restored.recipients, hold), message)
         return Applied(plan, sha)
 
 
@@ -211,6 +281,7 @@ def resume(workspace: Workspace, domain: str) -> Applied:
     """Lift the hold of ``domain`` with a commit; nothing to do when it is not held."""
     path = workspace.state_file(domain)
     with workspace.store() as store, store.lock():
+        _recover(store)
         store.preflight([workspace.state_dir])
         state = load_state(path, domain)
         count = len(state.recipients)
@@ -220,9 +291,9 @@ def resume(workspace: Workspace, domain: str) -> Applied:
         message = commit_message(
             plan, "resume", f"Resume syncs of {domain}", {"Reconciler-Hold-Was": state.hold.reason}
         )
-        return Applied(
-            plan, _commit_state(workspace, store, State(domain, state.recipients), message)
-        )
+        with transaction(store) as txn:
+            sha = _commit_state(workspace, txn, State(domain, state.recipients), message)
+        return Applied(plan, sha)
 
 
 def history(workspace: Workspace, domains: Sequence[str]) -> list[tuple[str, Commit]]:

@@ -23,6 +23,11 @@ def iter_domain_text(plan: DomainPlan, *, max_changes: int | None = None) -> Ite
         yield f"  {change.describe()}"
     if len(shown) < len(plan.changes):
         yield f"  … and {len(plan.changes) - len(shown)} more changes"
+    skipped = plan.skipped if max_changes is None else plan.skipped[:max_changes]
+    for item in skipped:
+        yield f"  {item.describe()}"
+    if len(skipped) < len(plan.skipped):
+        yield f"  … and {len(plan.skipped) - len(skipped)} more skipped"
     if plan.dropped:
         dropped = ", ".join(f"{n} {reason}" for reason, n in sorted(plan.dropped.items()))
         yield f"  not managed: {dropped}"
@@ -43,30 +48,32 @@ def iter_text(plans: Sequence[DomainPlan]) -> Iterator[str]:
         if index:
             yield ""
         yield from iter_domain_text(plan)
-    yield _totals_line(plans)
+    yield totals_line(plans)
 
 
 def render_text(plans: Sequence[DomainPlan]) -> str:
     return "".join(line + "\n" for line in iter_text(plans))
 
 
-def _totals_line(plans: Sequence[DomainPlan]) -> str:
-    totals = _totals(plans)
+def totals_line(plans: Sequence[DomainPlan]) -> str:
+    totals = totals_of(plans)
     changed = sum(1 for p in plans if p.has_changes)
     noun = "domain" if len(plans) == 1 else "domains"
     if not changed:
         return f"Plan: no changes in {len(plans)} {noun}."
+    deactivate = f"{totals['deactivate']} to deactivate, " if "deactivate" in totals else ""
     return (
-        f"Plan: {totals['add']} to add, {totals['update']} to update, "
+        f"Plan: {totals['add']} to add, {totals['update']} to update, {deactivate}"
         f"{totals['remove']} to remove in {changed} of {len(plans)} {noun}."
     )
 
 
-def _totals(plans: Sequence[DomainPlan]) -> dict[str, int]:
+def totals_of(plans: Sequence[DomainPlan]) -> dict[str, int]:
+    """Changes per action over all ``plans`` ("deactivate" only when there are some)."""
     totals = dict.fromkeys(("add", "update", "remove"), 0)
     for plan in plans:
         for action, count in plan.counts().items():
-            totals[action] += count
+            totals[action] = totals.get(action, 0) + count
     return totals
 
 
@@ -83,23 +90,31 @@ def plan_to_dict(plan: DomainPlan, *, with_changes: bool = True) -> dict[str, An
         "hold": plan.hold.to_dict() if plan.hold else None,
         "notes": list(plan.notes),
         "refusals": plan.refusals(),
+        "skipped": [item.to_dict() for item in plan.skipped],
     }
+    if plan.fingerprints:
+        data["fingerprints"] = dict(plan.fingerprints)
     if with_changes:
         data["changes"] = [change.to_dict() for change in plan.changes]
     return data
 
 
-def iter_json(plans: Sequence[DomainPlan]) -> Iterator[str]:
+def iter_json(
+    plans: Sequence[DomainPlan], *, base_commit: str | None = None, saved: bool = False
+) -> Iterator[str]:
     """The versioned JSON plan (schemas/plan.schema.json) in pieces, one change per line.
+    ``saved``: a plan for `apply --plan`, with the commit it was made at (``base_commit``).
 
     Written piecewise because json.dumps with indentation is pure Python and builds the whole
     document: for 100k changes that took seconds and hundreds of MiB.
     """
-    head = {
+    head: dict[str, Any] = {
         "format_version": PLAN_FORMAT_VERSION,
         "generator": f"reconciler {__version__}",
-        "totals": _totals(plans),
+        "totals": totals_of(plans),
     }
+    if saved:
+        head["base_commit"] = base_commit
     yield _dumps(head)[:-1] + ', "domains": ['
     for index, plan in enumerate(plans):
         yield ("," if index else "") + "\n  " + _dumps(plan_to_dict(plan, with_changes=False))[:-1]
@@ -130,8 +145,7 @@ def commit_message(
     all_trailers = {
         "Reconciler-Domain": plan.domain,
         "Reconciler-Action": action,
-        "Reconciler-Counts": f"add={counts['add']} update={counts['update']} "
-        f"remove={counts['remove']}",
+        "Reconciler-Counts": " ".join(f"{k}={v}" for k, v in counts.items()),
         "Reconciler-Plan-Digest": plan.digest(),
         **(trailers or {}),
     }

@@ -48,6 +48,35 @@ DEFAULT_PAGE_SIZE = 500
 
 
 @dataclass(frozen=True)
+class Limits:
+    """``policy.limits``: how much one run may change before it needs an explicit override.
+
+    Each is a number of addresses (or a percentage); None means no limit.
+    """
+
+    mailbox_adds: int | None = None
+    mailbox_deletes: int | None = None
+    alias_adds: int | None = None
+    alias_deletes: int | None = None
+    total: int | None = None
+    max_deletes: int | None = 500
+    delete_percent: float | None = 30
+    update_percent: float | None = 30
+    min_existing: int = 10
+    list_member_removal_percent: float | None = 30
+
+
+@dataclass(frozen=True)
+class Policy:
+    """``policy``: which kinds of change a sync may make, and how leavers are removed."""
+
+    allow_updates: bool = True
+    allow_deactivations: bool = True
+    removal: str = "delete"  # delete | deactivate (mark status: disabled)
+    limits: Limits = Limits()
+
+
+@dataclass(frozen=True)
 class DirectorySpec:
     """Where entries come from: live ``servers`` (tried in order) or an ``ldif`` export."""
 
@@ -90,6 +119,8 @@ class DomainSpec:
     exclude: tuple[str, ...]
     source: Path
     digest: str
+    protected: frozenset[str] = frozenset()
+    policy: Policy = Policy()
 
     @cached_property
     def managed_domains(self) -> frozenset[str]:
@@ -140,6 +171,22 @@ def build_spec(merged: Mapping[str, Any], source: Path, inventory_dir: Path) -> 
         exclude=tuple(p.lower() for p in merged.get("exclude", [])),
         source=source,
         digest=spec_digest(merged),
+        protected=frozenset(a.strip().lower() for a in merged.get("protected", [])),
+        policy=build_policy(merged.get("policy", {})),
+    )
+
+
+def build_policy(policy: Mapping[str, Any]) -> Policy:
+    """The ``policy`` keys over the documented defaults (keys left out keep theirs)."""
+    defaults = Policy()
+    limits = {**vars(defaults.limits), **policy.get("limits", {})}
+    if limits["min_existing"] is None:
+        limits["min_existing"] = 0
+    return Policy(
+        allow_updates=policy.get("allow_updates", defaults.allow_updates),
+        allow_deactivations=policy.get("allow_deactivations", defaults.allow_deactivations),
+        removal=policy.get("removal", defaults.removal),
+        limits=Limits(**limits),
     )
 
 

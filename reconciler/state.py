@@ -34,7 +34,7 @@ _STRING = rf'"{_CHARS}(?:{_ESCAPE}{_CHARS})*"'  # unrolled: one greedy run per p
 _CANONICAL_LINE = re.compile(
     rf'\{{"kind": "mailbox"(?:, "name": {_STRING})?(?:, "id": {_STRING})?'
     rf'(?:, "status": "(?:active|disabled)")?\}}'
-    rf'|\{{"kind": "alias", "target": (?!"")'
+    rf'|\{{"kind": "alias"(?:, "status": "(?:active|disabled)")?, "target": (?!"")'
     rf"{_STRING}\}}"
 )
 

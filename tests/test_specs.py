@@ -83,7 +83,7 @@ def test_an_unknown_key_like_nothing_lists_the_allowed_keys(tmp_path: Path) -> N
     text = GOOD + "zzz: 1\n"
     assert only_problem(tmp_path, "example.com.yaml", text) == (
         "example.com.yaml:5:1: unknown key 'zzz'; allowed: directory, domain, domain_aliases, "
-        "exclude, users (at zzz)"
+        "exclude, policy, protected, users (at zzz)"
     )
 
 
