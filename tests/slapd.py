@@ -223,7 +223,7 @@ olcSuffix: {BASE_DN}
 olcDbDirectory: {d}/db
 olcRootDN: {ADMIN_DN}
 olcRootPW: {self.password}
-olcDbMaxSize: 1073741824
+olcDbMaxSize: 17179869184
 olcDbIndex: objectClass eq
 olcDbIndex: cn,uid,mail,sAMAccountName,proxyAddresses eq
 olcDbIndex: member eq
