@@ -88,6 +88,7 @@ def plan_domain(spec: DomainSpec, state: State) -> DomainPlan:
             f"{result.entries_without_id} entries have no {spec.users.id_attribute}; "
             "their DN is used as id"
         )
+    notes += invalid_notes(result)
     return DomainPlan(
         domain=spec.domain,
         changes=compute_changes(state.recipients, result.recipients),
@@ -99,6 +100,17 @@ def plan_domain(spec: DomainSpec, state: State) -> DomainPlan:
         hold=state.hold,
         notes=tuple(notes),
     )
+
+
+MAX_INVALID_NOTES = 50
+
+
+def invalid_notes(result: MappingResult) -> list[str]:
+    """One note per skipped value (entry DN, attribute, value, why), capped for huge messes."""
+    notes = [f"skipped: {v.describe()}" for v in result.invalid[:MAX_INVALID_NOTES]]
+    if len(result.invalid) > MAX_INVALID_NOTES:
+        notes.append(f"… and {len(result.invalid) - MAX_INVALID_NOTES} more invalid values")
+    return notes
 
 
 def plan_all(workspace: Workspace, domains: Sequence[str]) -> list[Planned]:
