@@ -20,7 +20,7 @@ import typer
 
 from reconciler import __version__
 from reconciler.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_REFUSED, ReconcilerError
-from reconciler.inventory import check_inventory
+from reconciler.inventory import check_inventory, load_specs
 from reconciler.plan import summarize
 from reconciler.reconcile import (
     Workspace,
@@ -32,6 +32,7 @@ from reconciler.reconcile import (
     test_connection,
 )
 from reconciler.render import iter_json, iter_text, render_domain_text
+from reconciler.rules import rules_csv
 
 log = logging.getLogger("reconciler")
 
@@ -165,7 +166,7 @@ def _register(func: Callable[..., int], name: str | None) -> Callable[..., None]
                 raise
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
-        except (KeyboardInterrupt, typer.Exit):
+        except (KeyboardInterrupt, typer.Exit, typer.BadParameter):
             raise
         except Exception as exc:
             if options.debug:
@@ -326,6 +327,29 @@ def test_connection_command(options: Options, domain: DomainArg) -> int:
         typer.echo(f"{key + ':':<{width}} {value}")
     for address, recipient in report.first:
         typer.echo(f"  {address}  {summarize(recipient)}")
+    return 0
+
+
+@command("export")
+def export_command(
+    options: Options,
+    domain: DomainArg,
+    rules: Annotated[
+        bool,
+        typer.Option(
+            "--rules",
+            help="The domain's effective mapping rules (its own, then the default rules) as CSV.",
+        ),
+    ] = False,
+) -> int:
+    """Export what a domain is made of for other tools: its effective mapping rules (--rules)."""
+    if not rules:
+        raise typer.BadParameter(
+            "say what to export: --rules (the domain's effective mapping rules)",
+            param_hint="--rules",
+        )
+    (spec,) = load_specs(options.workspace().inventory_dir, [domain])
+    _write([rules_csv(spec.rules)])
     return 0
 
 

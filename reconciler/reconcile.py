@@ -21,6 +21,7 @@ from reconciler.inventory import load_specs
 from reconciler.mapping import MappingResult, map_entries
 from reconciler.plan import DomainPlan, apply_changes, compute_changes
 from reconciler.recipient import Recipient
+from reconciler.renames import find_renames, fold_renames, with_recipient_defaults
 from reconciler.render import commit_message
 from reconciler.spec import DomainSpec
 from reconciler.state import (
@@ -89,11 +90,14 @@ def plan_domain(spec: DomainSpec, state: State) -> DomainPlan:
             "their DN is used as id"
         )
     notes += invalid_notes(result)
+    existing = state.recipients
+    renames = find_renames(existing, result.recipients)
+    desired = with_recipient_defaults(result.recipients, existing, renames, spec.recipient_defaults)
     return DomainPlan(
         domain=spec.domain,
-        changes=compute_changes(state.recipients, result.recipients),
-        existing_count=len(state.recipients),
-        desired_count=len(result.recipients),
+        changes=fold_renames(compute_changes(existing, desired), renames, existing),
+        existing_count=len(existing),
+        desired_count=len(desired),
         source=f"{source.describe()}: {result.entries_read} matching entries",
         dropped=dict(result.dropped),
         conflicts=result.conflict_list(),
