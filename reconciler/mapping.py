@@ -22,6 +22,7 @@ from reconciler.addresses import (
 )
 from reconciler.directory import Entry, Value, normalize_dn
 from reconciler.disabled import disabled_matcher
+from reconciler.ldapfilter import Filter
 from reconciler.recipient import Recipient
 from reconciler.rules import compile_rules
 from reconciler.spec import DomainSpec
@@ -88,6 +89,7 @@ class MappingResult:
     entries_read: int = 0
     primary_of: dict[str, str] = field(default_factory=dict)  # normalized DN -> mailbox
     trace: list[TraceEvent] | None = None
+    admitted_by: Mapping[str, str] | None = None  # only_members_of: DN -> through which group
 
     def conflict_list(self) -> tuple[Conflict, ...]:
         claimed = [Conflict(a, tuple(sorted(d))) for a, d in sorted(self.conflicts.items())]
@@ -102,14 +104,16 @@ def map_entries(
     members: Mapping[str, str] | None = None,
     keep_primaries: bool = False,
     trace: bool = False,
+    lists: Filter | None = None,
 ) -> MappingResult:
     """Map every user entry to its mailbox and aliases in one pass; only the result is kept.
 
     ``members``: with only_members_of, the normalized DNs admitted (-> how, for `explain`);
     ``keep_primaries`` records each entry's mailbox for the lists; ``trace`` records
-    :class:`TraceEvent` values for `explain`."""
+    :class:`TraceEvent` values for `explain`; entries ``lists`` matches are left to
+    :mod:`reconciler.lists`."""
     result = MappingResult(trace=[] if trace else None)
-    mapper = _UserMapper(spec, result, members, keep_primaries)
+    mapper = _UserMapper(spec, result, members, keep_primaries, lists)
     map_user = mapper.map
     for entry in entries:
         result.entries_read += 1
@@ -136,6 +140,7 @@ class _UserMapper:
         result: MappingResult,
         members: Mapping[str, str] | None,
         keep_primaries: bool,
+        lists: Filter | None,
     ) -> None:
         users = spec.users
         self.spec, self.result = spec, result
@@ -157,10 +162,14 @@ class _UserMapper:
         self.alias_rules = tuple(r for r in rules if r.rule.type == "alias")
         self.members = members
         self.keep_primaries = keep_primaries
+        self.lists = lists
         self.trace = result.trace
 
     def map(self, entry: Entry) -> None:
         result, attributes = self.result, entry.attributes
+        if self.lists is not None and self.lists.matches(attributes):
+            result.entries_read -= 1  # read again, and counted, as a list
+            return
         if self.members is not None and normalize_dn(entry.dn) not in self.members:
             self._drop_entry(entry, NOT_MEMBER)
             return

@@ -17,8 +17,10 @@ from pathlib import Path
 from reconciler.directory import DirectorySource, ReadInterrupted, open_source
 from reconciler.errors import ConfigError, GitError, RefusedError
 from reconciler.gitstore import Commit, GitStore
+from reconciler.groups import members_of, read_groups
 from reconciler.inventory import load_specs
-from reconciler.mapping import MappingResult, map_entries
+from reconciler.lists import list_filter, map_lists, read_lists
+from reconciler.mapping import MappingResult, finish, map_entries
 from reconciler.plan import DomainPlan, apply_changes, compute_changes
 from reconciler.recipient import Recipient
 from reconciler.renames import find_renames, fold_renames, with_recipient_defaults
@@ -68,16 +70,44 @@ class Applied:
     commit: str | None  # None when there was nothing to apply
 
 
-def read_directory(spec: DomainSpec) -> tuple[DirectorySource, MappingResult]:
-    """Read and map the whole directory of ``spec``; only a complete read returns."""
+def read_directory(
+    spec: DomainSpec, *, trace: bool = False
+) -> tuple[DirectorySource, MappingResult]:
+    """Read and map the whole directory of ``spec``; only a complete read returns.
+    ``trace`` records what became of every address (for `explain`)."""
     source = open_source(spec)
     while True:
         try:
-            return source, map_entries(source.entries(), spec)
+            return source, map_directory(source, spec, trace=trace)
         except ReadInterrupted as exc:
             # The mapping of a half-read directory is thrown away; the read starts over.
             log.warning("%s; reading again from the start on the next server", exc.message)
             # (the source raises ReadInterrupted only while it has a server left to try)
+
+
+def map_directory(source: DirectorySource, spec: DomainSpec, *, trace: bool) -> MappingResult:
+    """Groups and lists first (few entries, kept), then the users streamed, then the lists'
+    members from the users' addresses."""
+    groups = read_groups(source, spec.groups) if spec.groups is not None else None
+    members = (
+        members_of(groups, spec.groups.only_members_of)
+        if groups is not None and spec.groups is not None and spec.groups.only_members_of
+        else None
+    )
+    lists = read_lists(source, spec, groups) if spec.distribution_lists is not None else None
+    result = map_entries(
+        source.entries(),
+        spec,
+        members=members,
+        keep_primaries=lists is not None,
+        trace=trace,
+        lists=list_filter(spec),
+    )
+    if lists is not None:
+        result.entries_read += len(lists)
+        map_lists(lists, spec, result)
+    result.admitted_by = members
+    return finish(result)
 
 
 def plan_domain(spec: DomainSpec, state: State) -> DomainPlan:

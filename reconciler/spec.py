@@ -134,6 +134,7 @@ class ListsSpec:
 
     attribute: str
     value: str
+    members_attribute: str = "member"  # for lists that are not among the groups read
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,7 @@ def build_spec(merged: Mapping[str, Any], source: Path, inventory_dir: Path) -> 
             local_part_only=users.get("local_part_only", False),
             disabled=users.get("disabled", "deactivate"),
             disabled_filter=users["disabled_filter"],
-            extra_attributes=tuple(dict.fromkeys(r.attribute for r in rules)),
+            extra_attributes=_extra_attributes(merged, rules),
         ),
         exclude=tuple(p.lower() for p in merged.get("exclude", [])),
         source=source,
@@ -214,6 +215,15 @@ def build_spec(merged: Mapping[str, Any], source: Path, inventory_dir: Path) -> 
         rules=rules,
         recipient_defaults=dict(merged.get("recipient_defaults", {})),
     )
+
+
+def _extra_attributes(merged: Mapping[str, Any], rules: tuple[Rule, ...]) -> tuple[str, ...]:
+    """What the mapping reads besides the users keys: rule attributes, and the attribute that
+    tells a distribution list (so that a list matching the users filter is not a mailbox)."""
+    names = [r.attribute for r in rules]
+    if "distribution_lists" in merged:
+        names.append(merged["distribution_lists"]["attribute"])
+    return tuple(dict.fromkeys(names))
 
 
 def effective_rules(merged: Mapping[str, Any]) -> tuple[Rule, ...]:
