@@ -77,7 +77,8 @@ directory:
 groups:
   filter: "(objectClass=posixGroup)"
   members_attribute: memberUid
-  member_filter: "(|(&(objectClass=posixAccount)(uid={{member}}))(&(objectClass=posixGroup)(cn={{member}})))"
+  member_filter: "(|(&(objectClass=posixAccount)(uid={{member}}))\\
+    (&(objectClass=posixGroup)(cn={{member}})))"
   only_members_of: [mailusers]
 distribution_lists: {{attribute: objectClass, value: groupOfNames}}
 """
@@ -150,26 +151,37 @@ def guid(n: int) -> str:
     return str(uuid.UUID(int=n * 7919 + 12345))
 
 
+def mailbox(name: str, id: str, username: str, status: str = "active") -> Recipient:
+    return Recipient("mailbox", name, id, status, username=username)
+
+
+def uid(n: int) -> str:
+    """The entryUUIDs of the OpenLDAP export: users 1…, lists 101…"""
+    return f"5b1e2a8e-{1111 if n < 100 else 2222}-4c3a-9a43-1d0a4e0a{n % 100:04d}"
+
+
 AD_EXPECTED = {
-    "alice.smith@example.com": Recipient("mailbox", "Alice Smith", guid(1), "active", username="asmith"),
+    "alice.smith@example.com": mailbox("Alice Smith", guid(1), "asmith"),
     "alice@example.com": Recipient("alias", target="alice.smith@example.com"),
     "asmith@example.net": Recipient("alias", target="alice.smith@example.com"),
-    "bob.jones@example.com": Recipient("mailbox", "Bob Jones", guid(2), "active", username="bjones"),
+    "bob.jones@example.com": mailbox("Bob Jones", guid(2), "bjones"),
     "bob@example.com": Recipient("alias", target="bob.jones@example.com"),
-    "carol.diaz@example.com": Recipient("mailbox", "Carol Diaz", guid(3), "active", username="cdiaz"),
+    "carol.diaz@example.com": mailbox("Carol Diaz", guid(3), "cdiaz"),
     "carol@example.net": Recipient("alias", target="carol.diaz@example.com"),
-    "dave.former@example.com": Recipient("mailbox", "Dave Former", guid(4), "disabled", username="dformer"),
+    "dave.former@example.com": mailbox("Dave Former", guid(4), "dformer", "disabled"),
     "dave@example.com": Recipient("alias", target="dave.former@example.com"),
-    "frank@example.com": Recipient("mailbox", "Frank Locked", guid(6), "disabled", username="flocked"),
+    "frank@example.com": mailbox("Frank Locked", guid(6), "flocked", "disabled"),
     "f@example.com": Recipient("alias", target="frank@example.com"),
-    "mona@example.com": Recipient("mailbox", "Mona München", guid(7), "active", username="mmuenchen"),
+    "mona@example.com": mailbox("Mona München", guid(7), "mmuenchen"),
     "mona@xn--mnchen-3ya.example": Recipient("alias", target="mona@example.com"),
     "sales@example.com": Recipient(
         "list", "Sales List", guid(103),
         members=("alice.smith@example.com", "bob.jones@example.com", "emea@example.com"),
     ),
     "vertrieb@example.net": Recipient("alias", target="sales@example.com"),
-    "emea@example.com": Recipient("list", "EMEA List", guid(104), members=("carol.diaz@example.com",)),
+    "emea@example.com": Recipient(
+        "list", "EMEA List", guid(104), members=("carol.diaz@example.com",)
+    ),
 }  # fmt: skip
 
 
@@ -190,19 +202,19 @@ def check_ad(result: MappingResult) -> None:
 
 
 OPENLDAP_EXPECTED = {
-    "alice@example.com": Recipient("mailbox", "Alice Archer", "5b1e2a8e-1111-4c3a-9a43-1d0a4e0a0001", "active", username="alice"),
+    "alice@example.com": mailbox("Alice Archer", uid(1), "alice"),
     "a.archer@example.com": Recipient("alias", target="alice@example.com"),
-    "bob@example.com": Recipient("mailbox", "Bob Baker", "5b1e2a8e-1111-4c3a-9a43-1d0a4e0a0002", "active", username="bob"),
+    "bob@example.com": mailbox("Bob Baker", uid(2), "bob"),
     "bob.baker@example.com": Recipient("alias", target="bob@example.com"),
-    "carol@example.com": Recipient("mailbox", "Carol Carter", "5b1e2a8e-1111-4c3a-9a43-1d0a4e0a0003", "active", username="carol"),
-    "dan@example.com": Recipient("mailbox", "Dan Temp", "5b1e2a8e-1111-4c3a-9a43-1d0a4e0a0004", "active", username="dan(temp)*"),
+    "carol@example.com": mailbox("Carol Carter", uid(3), "carol"),
+    "dan@example.com": mailbox("Dan Temp", uid(4), "dan(temp)*"),
     "staff@example.com": Recipient(
-        "list", "staff", "5b1e2a8e-2222-4c3a-9a43-1d0a4e0a0001",
+        "list", "staff", uid(101),
         members=("alice@example.com", "bob@example.com", "dev@example.com"),
     ),
     "everyone@example.com": Recipient("alias", target="staff@example.com"),
     "dev@example.com": Recipient(
-        "list", "devlist", "5b1e2a8e-2222-4c3a-9a43-1d0a4e0a0002",
+        "list", "devlist", uid(102),
         members=("bob@example.com", "dan@example.com"),
     ),
 }  # fmt: skip
