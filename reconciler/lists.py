@@ -117,9 +117,16 @@ def map_lists(lists: Sequence[ListEntry], spec: DomainSpec, result: MappingResul
                 and _accepted(address, spec, result, entry)
             ):
                 _claim(result, entry, address, alias)
+    looped: set[str] = set()
     for loop in _loops({i.key: i for i in lists}, address_of):
         first = loop[0]
         result.loops[address_of.get(first.key, first.entry.dn)] = tuple(i.entry.dn for i in loop)
+        looped.update(address_of[i.key] for i in loop if i.key in address_of)
+    if looped:
+        # No list of a loop (nor an alias of one) is synced: the plan is refused until fixed.
+        for address, recipient in list(result.recipients.items()):
+            if address in looped or recipient.target in looped:
+                del result.recipients[address]
 
 
 def _accepted(address: str, spec: DomainSpec, result: MappingResult, entry: Entry) -> bool:
