@@ -353,6 +353,21 @@ def export_command(
     return 0
 
 
+@command("explain")
+def explain_command(
+    options: Options,
+    address: Annotated[str, typer.Argument(metavar="ADDRESS", help="The mail address.")],
+) -> int:
+    """Which entry, attribute or rule and group produce an address, or why it is not one."""
+    from reconciler.explain import describe, explain
+
+    for index, explanation in enumerate(explain(options.workspace(), address)):
+        if index:
+            typer.echo("")
+        typer.echo("\n".join(describe(explanation)))
+    return 0
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"reconciler {__version__}")

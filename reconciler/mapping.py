@@ -103,17 +103,18 @@ def map_entries(
     *,
     members: Mapping[str, str] | None = None,
     keep_primaries: bool = False,
-    trace: bool = False,
+    trace: str | None = None,
     lists: Filter | None = None,
 ) -> MappingResult:
     """Map every user entry to its mailbox and aliases in one pass; only the result is kept.
 
     ``members``: with only_members_of, the normalized DNs admitted (-> how, for `explain`);
-    ``keep_primaries`` records each entry's mailbox for the lists; ``trace`` records
-    :class:`TraceEvent` values for `explain`; entries ``lists`` matches are left to
-    :mod:`reconciler.lists`."""
-    result = MappingResult(trace=[] if trace else None)
+    ``keep_primaries`` records each entry's mailbox for the lists; ``trace`` (an address)
+    records the :class:`TraceEvent` values of that address for `explain`; entries ``lists``
+    matches are left to :mod:`reconciler.lists`."""
+    result = MappingResult(trace=[] if trace is not None else None)
     mapper = _UserMapper(spec, result, members, keep_primaries, lists)
+    mapper.trace_address = trace
     map_user = mapper.map
     for entry in entries:
         result.entries_read += 1
@@ -195,7 +196,6 @@ class _UserMapper:
                 addresses += rule.addresses(entry)
         if primary_raw is None:
             result.dropped[NO_ADDRESS] += 1
-            self._note(entry, "", NO_ADDRESS)
             return
         primary = normalize(primary_raw)
         if primary is None:
@@ -305,8 +305,10 @@ class _UserMapper:
             origins.setdefault(normalize(raw) or raw.strip().lower(), origin)
         return origins
 
+    trace_address: str | None = None
+
     def _note(self, entry: Entry, address: str, outcome: str) -> None:
-        if self.trace is None:
+        if self.trace is None or address != self.trace_address:
             return
         origin = self._origins(entry).get(address, "")
         self.trace.append(TraceEvent(address, entry.dn, origin, outcome))

@@ -71,10 +71,10 @@ class Applied:
 
 
 def read_directory(
-    spec: DomainSpec, *, trace: bool = False
+    spec: DomainSpec, *, trace: str | None = None
 ) -> tuple[DirectorySource, MappingResult]:
     """Read and map the whole directory of ``spec``; only a complete read returns.
-    ``trace`` records what became of every address (for `explain`)."""
+    ``trace`` (an address) records what became of it (for `explain`)."""
     source = open_source(spec)
     while True:
         try:
@@ -85,7 +85,7 @@ def read_directory(
             # (the source raises ReadInterrupted only while it has a server left to try)
 
 
-def map_directory(source: DirectorySource, spec: DomainSpec, *, trace: bool) -> MappingResult:
+def map_directory(source: DirectorySource, spec: DomainSpec, *, trace: str | None) -> MappingResult:
     """Groups and lists first (few entries, kept), then the users streamed, then the lists'
     members from the users' addresses."""
     groups = read_groups(source, spec.groups) if spec.groups is not None else None
