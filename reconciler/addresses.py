@@ -18,13 +18,14 @@ from email_validator import EmailNotValidError, validate_email
 
 from reconciler.directory import Entry, Value
 
-# RFC 5322 atext runs joined by single dots; host-name labels of letters, digits and inner
-# single hyphens, at most 63 characters each, and a top-level label that starts with a letter.
+# RFC 5322 atext runs joined by single dots, at most 64 characters; a domain of at most 63
+# characters (so no label is longer) of letters, digits and inner single hyphens, whose last
+# label starts with a letter. Anything else (longer, quoted, IDN, …) goes to the library.
 _ATOM = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_LABEL = r"(?=[a-z0-9-]{1,63}(?:\.|$))[a-z0-9]+(?:-[a-z0-9]+)*"
-_PLAIN = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@(?:{_LABEL}\.)+(?=[a-z]){_LABEL}")
-_MAX_LOCAL = 64
-_MAX_ADDRESS = 254
+_LABEL = r"[a-z0-9]+(?:-[a-z0-9]+)*"
+_PLAIN = re.compile(
+    rf"(?=[^@]{{1,64}}@){_ATOM}(?:\.{_ATOM})*@(?=[^@]{{1,63}}$)(?:{_LABEL}\.)+(?=[a-z]){_LABEL}"
+)
 
 
 def normalize(value: Value) -> str | None:
@@ -32,11 +33,7 @@ def normalize(value: Value) -> str | None:
     if type(value) is not str:
         return None
     address = value.strip().lower()
-    if (
-        _PLAIN.fullmatch(address) is not None
-        and len(address) <= _MAX_ADDRESS
-        and address.index("@") <= _MAX_LOCAL
-    ):
+    if _PLAIN.fullmatch(address) is not None:
         return address
     return _validated(address)[0]
 

@@ -219,12 +219,19 @@ class _UserMapper:
             result.primary_of[normalize_dn(entry.dn)] = primary
         if self._accept(entry, primary):
             name = attributes.get(self.name, ()) if self.name else ()
+            username = None
+            if self.username is not None:
+                login = attributes.get(self.username)
+                if login:
+                    username = login[0] if type(login[0]) is str else text(login[0])
+                    if self.local_part_only and username is not None:
+                        username = username.partition("@")[0]
             mailbox = Recipient(
                 "mailbox",
                 text(name[0]) if name else None,
                 entry_id,
                 "disabled" if disabled else "active",
-                username=self._username(attributes) if self.username else None,
+                username=username,
             )
             self._claim(entry, primary, mailbox)
 
@@ -240,14 +247,6 @@ class _UserMapper:
                 seen.add(address)
                 if self._accept(entry, address):
                     self._claim(entry, address, alias)
-
-    def _username(self, attributes: Mapping[str, object]) -> str | None:
-        values = attributes.get(self.username or "", ())
-        assert isinstance(values, list | tuple)
-        value = text(values[0]) if values else None
-        if value is not None and self.local_part_only:
-            value = value.partition("@")[0]
-        return value
 
     def _accept(self, entry: Entry, address: str) -> bool:
         """Whether the address is in a managed domain and not excluded; counts it when not."""
