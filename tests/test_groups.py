@@ -126,3 +126,20 @@ def test_member_names_are_escaped_in_the_member_filter(name: str) -> None:
     found = resolve_names(source, "(&(objectClass=posixAccount)(uid={member}))", [name])  # type: ignore[arg-type]
     assert found == {name: ("uid=dan,dc=x",)}
     assert source.filters == ["(&(objectClass=posixAccount)(uid=*))"]  # one search for all names
+
+
+def test_lists_without_a_usable_address_are_counted_not_synced(tmp_path: Path) -> None:
+    no_mail = "dn: cn=nomail,dc=example,dc=com\nobjectClass: groupOfNames\ncn: nomail\n"
+    no_mail += "member: uid=alice,dc=example,dc=com\n"
+    bad = list_entry("bad", "uid=alice,dc=example,dc=com").replace(
+        "mail: bad@example.com", "mail: bad list@example.com"
+    )
+    foreign = list_entry("x", "uid=alice,dc=example,dc=com").replace("@example.com", "@other.org")
+    ldif = "\n".join([HEAD, no_mail, bad, foreign])
+    inv = inventory(tmp_path, ldif, LISTS)
+    result = invoke("plan", "-i", str(inv), "--state-dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1:3] == [
+        '  + alice@example.com  mailbox "Alice"',
+        "  not managed: 1 entry without address, 1 foreign domain, 1 invalid address",
+    ]

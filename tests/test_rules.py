@@ -252,3 +252,47 @@ def test_recipient_defaults_go_to_new_mailboxes_only(tmp_path: Path) -> None:
     assert lines["user01@example.com"]["privileges"] == ["login"]
     assert lines["newbie@example.com"]["privileges"] == ["login", "archive"]
     assert lines["newbie@example.com"]["username"] == "newbie"
+
+
+@pytest.mark.parametrize(
+    ("keys", "problem"),
+    [
+        pytest.param(
+            'users:\n  disabled_filter: "(nsAccountLock=TRUE"\n',
+            "5:20: invalid LDAP filter: expected ')' to close the filter opened at character 1",
+            id="disabled-filter",
+        ),
+        pytest.param(
+            'groups:\n  member_filter: "(uid=x)"\n',
+            "5:18: member_filter must contain {member} (at groups/member_filter)",
+            id="member-filter-without-member",
+        ),
+        pytest.param(
+            'groups:\n  member_filter: "(uid={member}"\n',
+            "5:18: invalid LDAP filter: expected ')'",
+            id="member-filter-syntax",
+        ),
+        pytest.param(
+            'groups:\n  filter: "objectClass=group"\n',
+            "5:11: invalid LDAP filter: ",
+            id="groups-filter",
+        ),
+        pytest.param(
+            "users:\n  disabled: suspend\n",
+            "5:13: 'suspend' is not one of deactivate, exclude, include (at users/disabled)",
+            id="disabled-mode",
+        ),
+        pytest.param(
+            "distribution_lists: {attribute: objectClass}\n",
+            "4:21: missing required key 'value' (at distribution_lists)",
+            id="list-without-value",
+        ),
+    ],
+)
+def test_bad_mapping_keys_are_reported_at_their_line(
+    tmp_path: Path, keys: str, problem: str
+) -> None:
+    inventory = write_inventory(tmp_path, DEFAULTS_YAML, DOMAIN_HEAD + keys)
+    result = invoke("validate", "-i", str(inventory))
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"{inventory}/example.com.yaml:{problem}"), result.stderr
