@@ -13,9 +13,16 @@ from reconciler.addresses import identity, mail_values, normalize, primary_value
 from reconciler.directory import DirectorySource, Entry, normalize_dn
 from reconciler.groups import Group, resolve_names
 from reconciler.ldapfilter import Filter, escape_filter_value, parse_filter
-from reconciler.mapping import EXCLUDED, FOREIGN_DOMAIN, INVALID, MappingResult, TraceEvent
+from reconciler.mapping import (
+    EXCLUDED,
+    FOREIGN_DOMAIN,
+    INVALID,
+    NO_ADDRESS,
+    MappingResult,
+    TraceEvent,
+)
 from reconciler.recipient import Recipient
-from reconciler.spec import DomainSpec
+from reconciler.spec import DomainSpec, ListsSpec
 
 NO_MEMBER_ADDRESS = "list member without address"
 
@@ -27,12 +34,14 @@ class ListEntry:
     members: tuple[str, ...]  # normalized DNs
 
 
+def _search_filter(lists: ListsSpec) -> str:
+    return f"({lists.attribute}={escape_filter_value(lists.value)})"
+
+
 def list_filter(spec: DomainSpec) -> Filter | None:
     """The filter that tells a list entry, to leave such entries out of the users."""
     lists = spec.distribution_lists
-    if lists is None:
-        return None
-    return parse_filter(f"({lists.attribute}={escape_filter_value(lists.value)})")
+    return parse_filter(_search_filter(lists)) if lists is not None else None
 
 
 def read_lists(
@@ -44,13 +53,12 @@ def read_lists(
     lists = spec.distribution_lists
     assert lists is not None
     attribute = lists.members_attribute.lower()
-    text_filter = f"({lists.attribute}={escape_filter_value(lists.value)})"
     wanted = [
         *spec.users.attributes(),
         attribute,
         spec.groups.name_attribute if spec.groups else "cn",
     ]
-    raw = list(source.search(text_filter, wanted))
+    raw = list(source.search(_search_filter(lists), wanted))
     member_filter = spec.groups.member_filter if spec.groups else None
     values = {e.dn: [v for v in e.values(attribute) if isinstance(v, str)] for e in raw}
     names = {v for vs in values.values() for v in vs if "=" not in v}
@@ -83,7 +91,7 @@ def map_lists(lists: Sequence[ListEntry], spec: DomainSpec, result: MappingResul
         )
         primary = normalize(raw) if raw is not None else None
         if primary is None:
-            result.dropped[INVALID if raw is not None else "entry without address"] += 1
+            result.dropped[INVALID if raw is not None else NO_ADDRESS] += 1
             continue
         address_of[item.key] = primary
         if _accepted(primary, spec, result, entry):
