@@ -35,7 +35,7 @@ FLAVOR_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
         "mail_attribute": "mail",
         "alias_attributes": ["mailAlternateAddress"],
         "name_attribute": "cn",
-        "username_attribute": "uid",
+        "username_attribute": None,
         "id_attribute": "entryUUID",
         "disabled_filter": None,
     },

@@ -74,6 +74,8 @@ domain: example.com
 directory:
   flavor: openldap
 {source}
+users:
+  username_attribute: uid
 groups:
   filter: "(objectClass=posixGroup)"
   members_attribute: memberUid

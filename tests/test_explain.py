@@ -16,6 +16,8 @@ domain: example.com
 directory:
   flavor: openldap
   ldif: export.ldif
+users:
+  username_attribute: uid
 groups:
   filter: "(objectClass=posixGroup)"
   members_attribute: memberUid

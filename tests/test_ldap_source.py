@@ -765,7 +765,6 @@ def test_verbose_shows_an_equivalent_ldapsearch_that_works(
         "entryUUID",
         "mail",
         "proxyAddresses",
-        "uid",
     ]
 
     # Run it (the password from a file instead of the -W prompt): the same four entries.

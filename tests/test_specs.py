@@ -387,7 +387,6 @@ exclude: [Test-*@*]
             alias_attributes=("proxyAddresses",),  # the spec's list replaces the defaults'
             name_attribute="displayName",  # the defaults' users keys are kept
             id_attribute="entryUUID",
-            username_attribute="uid",
         ),
         exclude=("test-*@*",),  # replaced, and lower-cased for matching
         source=directory / "example.com.yaml",

@@ -418,3 +418,22 @@ def test_a_canonical_file_is_read_whole_and_anything_else_line_by_line() -> None
     # An alias with an empty target never passes the whole-file reader.
     empty = text.replace('"target": "alice@example.com"', '"target": ""', 1)
     assert _parse_whole(empty, Path("x.yaml"), "example.com") is None
+
+
+def test_mailboxes_with_user_names_and_disabled_ones_are_read_whole() -> None:
+    from reconciler.state import StoredRecipients, _parse_whole
+
+    people = {
+        "alice@example.com": Recipient("mailbox", "Alice", "1", "active", username="asmith"),
+        "bob@example.com": Recipient("mailbox", "Bob", "2", "disabled", username='b"j'),
+        "a@example.com": Recipient(kind="alias", target="alice@example.com"),
+    }
+    text = dump_state(State("example.com", people), SOURCE)
+    whole = _parse_whole(text, Path("x.yaml"), "example.com")
+    assert whole is not None and isinstance(whole.recipients, StoredRecipients)
+    assert dict(whole.recipients) == people
+    # Fields the state holds only now and then (privileges) are read line by line, the same.
+    given = {**people, "c@example.com": Recipient("mailbox", privileges=("login",))}
+    text = dump_state(State("example.com", given), SOURCE)
+    assert _parse_whole(text, Path("x.yaml"), "example.com") is None
+    assert dict(parse(text).recipients) == given
