@@ -23,10 +23,12 @@ def find_renames(
     """new address -> old address, for each new mailbox whose id an existing mailbox has that
     is gone from the desired mailboxes (removed, or now an alias). Ids shared by several
     mailboxes on either side pair nothing: a guess would be worse than remove + add."""
+    # Set difference of the key views, as compute_changes does: no per-address lookup in a
+    # stored state (a Python-level __contains__) on the in-sync path of a big directory.
     added = [
         (a, r.id)
-        for a, r in desired.items()
-        if a not in existing and r.kind == "mailbox" and r.id is not None
+        for a in sorted(desired.keys() - existing.keys())
+        if (r := desired[a]).kind == "mailbox" and r.id is not None
     ]
     if not added:
         return {}
