@@ -9,17 +9,43 @@ checks ask :func:`is_disabled`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
-from reconciler.directory import Entry
-from reconciler.ldapfilter import Filter, parse_filter
+from reconciler.directory import Entry, Value
+from reconciler.ldapfilter import parse_filter
 from reconciler.spec import UsersSpec
 
 
+class DisabledMatcher:
+    """The parsed filter, with the answers for a filter that reads a single attribute (the
+    usual case: userAccountControl, nsAccountLock) remembered per value: the mapping asks for
+    every entry, and a directory has only a handful of distinct userAccountControl values."""
+
+    _MAX_REMEMBERED = 4096
+
+    def __init__(self, disabled_filter: str) -> None:
+        self.filter = parse_filter(disabled_filter)
+        read = self.filter.attributes()
+        self._single = next(iter(read)) if len(read) == 1 else None
+        self._answers: dict[tuple[Value, ...], bool] = {}
+
+    def matches(self, attributes: Mapping[str, Sequence[Value]]) -> bool:
+        if self._single is None:
+            return self.filter.matches(attributes)
+        key = tuple(attributes.get(self._single, ()))
+        answer = self._answers.get(key)
+        if answer is None:
+            answer = self.filter.matches(attributes)
+            if len(self._answers) < self._MAX_REMEMBERED:
+                self._answers[key] = answer
+        return answer
+
+
 @lru_cache(maxsize=64)
-def disabled_matcher(disabled_filter: str) -> Filter:
-    """The parsed filter, parsed once per text (the mapping asks for every entry)."""
-    return parse_filter(disabled_filter)
+def disabled_matcher(disabled_filter: str) -> DisabledMatcher:
+    """The matcher of a filter text, made once per text."""
+    return DisabledMatcher(disabled_filter)
 
 
 def is_disabled(entry: Entry, users: UsersSpec) -> bool:

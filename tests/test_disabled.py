@@ -121,3 +121,22 @@ def test_slapd_disabled_accounts_deactivated_or_excluded(
     assert "dave@example.com" not in result.recipients
     assert "d.disabled@example.com" not in result.recipients
     assert result.dropped[DISABLED] == 1
+
+
+def test_remembered_answers_stay_right_for_every_value_and_filter_shape() -> None:
+    users = spec().users
+    for _ in range(2):  # the second round is answered from what the first one remembered
+        assert [is_disabled(person(v), users) for v in ("512", "514", "512", "66050")] == [
+            False,
+            True,
+            False,
+            True,
+        ]
+        assert is_disabled(person(None), users) is False
+    either = spec("openldap", disabled_filter="(|(nsAccountLock=TRUE)(pwdAccountLockedTime=*))")
+    assert is_disabled(person(pwdAccountLockedTime=["20260101000000Z"]), either.users) is True
+    assert is_disabled(person(nsAccountLock=["true"]), either.users) is True
+    assert is_disabled(person(nsAccountLock=["false"]), either.users) is False
+    negated = spec("openldap", disabled_filter="(!(accountStatus=active))")
+    assert is_disabled(person(), negated.users) is True  # no status at all: not active
+    assert is_disabled(person(accountStatus=["active"]), negated.users) is False
