@@ -278,6 +278,12 @@ def _semantic_problems(
             add(["groups", "member_filter"], "member_filter must contain {member}")
         elif problem := _filter_problem(member_filter.replace("{member}", "x")):
             add(["groups", "member_filter"], problem)
+        elif _filter_problem(member_filter.replace("{member}", "*")):
+            # All names are looked up in one search with {member} as "*".
+            add(
+                ["groups", "member_filter"],
+                "{member} may stand only for a value of '=' (uid={member}, cn=grp-{member})",
+            )
     for key in ("rules", "default_rules"):
         for index, rule in enumerate(merged.get(key, [])):
             for field, message in rule_problems(Rule(**rule)):

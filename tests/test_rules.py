@@ -273,6 +273,11 @@ def test_recipient_defaults_go_to_new_mailboxes_only(tmp_path: Path) -> None:
             id="member-filter-syntax",
         ),
         pytest.param(
+            'groups:\n  member_filter: "(uid>={member})"\n',
+            "5:18: {member} may stand only for a value of '='",
+            id="member-filter-not-equality",
+        ),
+        pytest.param(
             'groups:\n  filter: "objectClass=group"\n',
             "5:11: invalid LDAP filter: ",
             id="groups-filter",
