@@ -66,7 +66,9 @@ def fold_renames(
     address; an old address that stays as an alias is then added after the rename."""
     if not renames:
         return tuple(changes)
+    changes = tuple(changes)
     old_addresses = {old: new for new, old in renames.items()}
+    added = {c.address: c.new for c in changes if c.action == "add" and c.address in renames}
     folded: list[Change] = []
     for change in changes:
         if change.action == "add" and change.address in renames:
@@ -77,7 +79,7 @@ def fold_renames(
             continue
         folded.append(change)
     renamed = [
-        Change("update", new, existing[old], _desired(changes, new), renamed_from=old)
+        Change("update", new, existing[old], added[new], renamed_from=old)
         for new, old in renames.items()
     ]
     removes = [c for c in folded if c.action == "remove"]
@@ -88,13 +90,6 @@ def fold_renames(
 
 def _address(change: Change) -> str:
     return change.address
-
-
-def _desired(changes: Iterable[Change], address: str) -> Recipient:
-    for change in changes:
-        if change.action == "add" and change.address == address and change.new is not None:
-            return change.new
-    raise KeyError(address)
 
 
 def with_recipient_defaults(
