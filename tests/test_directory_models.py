@@ -109,7 +109,7 @@ def ldif_inventory(root: Path, spec: str, ldif: str) -> Path:
     return inventory
 
 
-def slapd_inventory(root: Path, spec: str, server: SlapdServer) -> Path:
+def slapd_inventory(root: Path, spec: str, url: str) -> Path:
     inventory = root / "slapd" / "inventories"
     inventory.mkdir(parents=True)
     (root / "slapd" / "pw").write_text(READER_PASSWORD, encoding="utf-8")
@@ -247,7 +247,7 @@ def test_openldap_export_as_ldif(tmp_path: Path) -> None:
 def test_active_directory_export_from_slapd_gives_the_same_state(
     ad_slapd: SlapdServer, tmp_path: Path
 ) -> None:
-    from_server = read(slapd_inventory(tmp_path, AD_SPEC, ad_slapd))
+    from_server = read(slapd_inventory(tmp_path, AD_SPEC, ad_slapd.ldap_url))
     check_ad(from_server)
     from_ldif = read(ldif_inventory(tmp_path, AD_SPEC, ad_ldif()))
     assert state_text(from_server) == state_text(from_ldif)
@@ -257,9 +257,31 @@ def test_active_directory_export_from_slapd_gives_the_same_state(
 def test_openldap_export_from_slapd_gives_the_same_state(
     openldap_slapd: SlapdServer, tmp_path: Path
 ) -> None:
-    from_server = read(slapd_inventory(tmp_path, OPENLDAP_SPEC, openldap_slapd))
+    from_server = read(slapd_inventory(tmp_path, OPENLDAP_SPEC, openldap_slapd.ldap_url))
     check_openldap(from_server)
     ldif = (FIXTURES / "openldap_export.ldif").read_text(encoding="utf-8")
     assert state_text(from_server) == state_text(
         read(ldif_inventory(tmp_path, OPENLDAP_SPEC, ldif))
     )
+
+
+@pytest.mark.slapd
+@pytest.mark.parametrize("decoder", ["fast", "ldap3"])
+def test_a_group_read_in_ranges_as_from_active_directory(
+    ad_slapd: SlapdServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, decoder: str
+) -> None:
+    monkeypatch.setenv("RECONCILER_LDAP_DECODER", decoder)
+    # The same server behind a proxy that hands out "member" 1500 values at a time.
+    from rangeproxy import RangeProxy
+
+    with RangeProxy(("127.0.0.1", ad_slapd.port)) as proxy:
+
+        class Through:  # the slapd_inventory() view of the proxy
+            ldap_url = proxy.url
+
+        from_ranges = read(slapd_inventory(tmp_path, AD_SPEC, Through))  # type: ignore[arg-type]
+    # All Staff's "member;range=0-1499" in the groups search, then "member;range=1500-*".
+    assert proxy.ranged == 2
+    check_ad(from_ranges)
+    from_ldif = read(ldif_inventory(tmp_path, AD_SPEC, ad_ldif()))
+    assert state_text(from_ranges) == state_text(from_ldif)
