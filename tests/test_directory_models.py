@@ -114,7 +114,7 @@ def slapd_inventory(root: Path, spec: str, url: str) -> Path:
     inventory.mkdir(parents=True)
     (root / "slapd" / "pw").write_text(READER_PASSWORD, encoding="utf-8")
     source = (
-        f'  servers: [{server.ldap_url}]\n  tls: none\n  bind_dn: "{READER_DN}"\n'
+        f'  servers: [{url}]\n  tls: none\n  bind_dn: "{READER_DN}"\n'
         "  password: {file: ../pw}\n  page_size: 500"
     )
     (inventory / "example.com.yaml").write_text(spec.format(source=source), encoding="utf-8")
@@ -275,11 +275,7 @@ def test_a_group_read_in_ranges_as_from_active_directory(
     from rangeproxy import RangeProxy
 
     with RangeProxy(("127.0.0.1", ad_slapd.port)) as proxy:
-
-        class Through:  # the slapd_inventory() view of the proxy
-            ldap_url = proxy.url
-
-        from_ranges = read(slapd_inventory(tmp_path, AD_SPEC, Through))  # type: ignore[arg-type]
+        from_ranges = read(slapd_inventory(tmp_path, AD_SPEC, proxy.url))
     # All Staff's "member;range=0-1499" in the groups search, then "member;range=1500-*".
     assert proxy.ranged == 2
     check_ad(from_ranges)
