@@ -74,7 +74,12 @@ class RangeProxy:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
-        upstream = socket.create_connection(self.target, timeout=5)
+        try:
+            self._pump(client, socket.create_connection(self.target, timeout=5))
+        except OSError:  # either side went away: the client sees a closed connection
+            client.close()
+
+    def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
         buffers = {client: b"", upstream: b""}
         with client, upstream, selectors.DefaultSelector() as selector:
             selector.register(client, selectors.EVENT_READ)
@@ -83,10 +88,7 @@ class RangeProxy:
                 for key, _ in selector.select(0.2):
                     sock = key.fileobj
                     assert isinstance(sock, socket.socket)
-                    try:
-                        data = sock.recv(65536)
-                    except OSError:
-                        return
+                    data = sock.recv(65536)
                     if not data:
                         return
                     pending = buffers[sock] + data
