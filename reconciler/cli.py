@@ -22,7 +22,7 @@ import typer
 from reconciler import __version__
 from reconciler.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_REFUSED, ReconcilerError
 from reconciler.guards import Overrides
-from reconciler.inventory import check_inventory
+from reconciler.inventory import check_inventory, load_specs
 from reconciler.markdown import render_markdown
 from reconciler.plan import summarize
 from reconciler.reconcile import (
@@ -37,6 +37,7 @@ from reconciler.reconcile import (
     unfinished_apply,
 )
 from reconciler.render import iter_json, iter_text, render_domain_text
+from reconciler.rules import rules_csv
 from reconciler.savedplan import load_plan, write_plan
 
 log = logging.getLogger("reconciler")
@@ -409,6 +410,44 @@ def test_connection_command(options: Options, domain: DomainArg) -> int:
         typer.echo(f"{key + ':':<{width}} {value}")
     for address, recipient in report.first:
         typer.echo(f"  {address}  {summarize(recipient)}")
+    return 0
+
+
+@command("export")
+def export_command(
+    options: Options,
+    domain: DomainArg,
+    rules: Annotated[
+        bool,
+        typer.Option(
+            "--rules",
+            help="The domain's effective mapping rules (its own, then the default rules) as CSV.",
+        ),
+    ] = False,
+) -> int:
+    """Export what a domain is made of for other tools: its effective mapping rules (--rules)."""
+    if not rules:
+        raise typer.BadParameter(
+            "say what to export: --rules (the domain's effective mapping rules)",
+            param_hint="--rules",
+        )
+    (spec,) = load_specs(options.workspace().inventory_dir, [domain])
+    _write([rules_csv(spec.rules)])
+    return 0
+
+
+@command("explain")
+def explain_command(
+    options: Options,
+    address: Annotated[str, typer.Argument(metavar="ADDRESS", help="The mail address.")],
+) -> int:
+    """Which entry, attribute or rule and group produce an address, or why it is not one."""
+    from reconciler.explain import describe, explain
+
+    for index, explanation in enumerate(explain(options.workspace(), address)):
+        if index:
+            typer.echo("")
+        typer.echo("\n".join(describe(explanation)))
     return 0
 
 

@@ -60,6 +60,11 @@ class DirectorySource(Protocol):
         ReadInterrupted when the read must start over on another server."""
         ...
 
+    def search(self, search_filter: str, attributes: Sequence[str]) -> Iterator[Entry]:
+        """Every entry under the base DN matching ``search_filter`` (groups, lists, members
+        named by name), with the same completeness promise as :meth:`entries`."""
+        ...
+
 
 def open_source(spec: DomainSpec) -> DirectorySource:
     """The source the spec names."""

@@ -19,10 +19,12 @@ import jsonschema
 
 from reconciler.errors import ConfigError, FilterSyntaxError, SpecErrors
 from reconciler.ldapfilter import parse_filter
+from reconciler.rules import rule_problems
 from reconciler.spec import (
     DEFAULT_FLAVOR,
     FLAVOR_DEFAULTS,
     DomainSpec,
+    Rule,
     build_spec,
     normalize_domain,
 )
@@ -271,13 +273,41 @@ def _semantic_problems(
 
     flavor = merged["directory"].get("flavor", DEFAULT_FLAVOR)
     users = {**FLAVOR_DEFAULTS[flavor], **merged.get("users", {})}
-    try:
-        parse_filter(users["filter"])
-    except FilterSyntaxError as exc:
-        add(["users", "filter"], f"invalid LDAP filter: {exc.message}")
+    filters: list[tuple[JsonPath, str | None]] = [
+        (["users", "filter"], users["filter"]),
+        (["users", "disabled_filter"], users.get("disabled_filter")),
+        (["groups", "filter"], merged.get("groups", {}).get("filter")),
+    ]
+    for path, text in filters:
+        if text is not None and (problem := _filter_problem(text)):
+            add(path, problem)
+    member_filter = merged.get("groups", {}).get("member_filter")
+    if member_filter is not None:
+        if "{member}" not in member_filter:
+            add(["groups", "member_filter"], "member_filter must contain {member}")
+        elif problem := _filter_problem(member_filter.replace("{member}", "x")):
+            add(["groups", "member_filter"], problem)
+        elif _filter_problem(member_filter.replace("{member}", "*")):
+            # All names are looked up in one search with {member} as "*".
+            add(
+                ["groups", "member_filter"],
+                "{member} may stand only for a value of '=' (uid={member}, cn=grp-{member})",
+            )
+    for key in ("rules", "default_rules"):
+        for index, rule in enumerate(merged.get(key, [])):
+            for field, message in rule_problems(Rule(**rule)):
+                add([key, index, field], message)
 
     problems += _directory_problems(merged["directory"], layers, inventory_dir)
     return problems
+
+
+def _filter_problem(text: str) -> str | None:
+    try:
+        parse_filter(text)
+    except FilterSyntaxError as exc:
+        return f"invalid LDAP filter: {exc.message}"
+    return None
 
 
 def _directory_problems(

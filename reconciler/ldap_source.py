@@ -126,6 +126,10 @@ class LdapSource:
     def entries(self) -> Iterator[Entry]:
         """Stream the entries from the first server that works. A server that fails part-way
         raises ReadInterrupted: the caller starts over, and this source on the next server."""
+        return self.search(self._users.filter, self._users.attributes())
+
+    def search(self, search_filter: str, attributes: Sequence[str]) -> Iterator[Entry]:
+        """Like :meth:`entries`, for another filter and attributes (groups, lists, members)."""
         for server in self._servers:
             if server.url in self._failures:
                 continue
@@ -137,7 +141,7 @@ class LdapSource:
                 continue
             self.used = server
             try:
-                yield from self._search(connection, server)
+                yield from self._search(connection, server, search_filter, attributes)
                 return
             except ServerUnusable as exc:
                 self._failures[server.url] = exc.message
@@ -218,13 +222,21 @@ class LdapSource:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _search(self, connection: ldap3.Connection, server: ServerAddress) -> Iterator[Entry]:
+    def _search(
+        self,
+        connection: ldap3.Connection,
+        server: ServerAddress,
+        search_filter: str,
+        requested: Sequence[str],
+    ) -> Iterator[Entry]:
         base = self.base_dn or self._naming_context(connection, server)
         self.base_dn = base
-        attributes = sorted(set(self._users.attributes()))
-        log.debug("equivalent: %s", self.ldapsearch_command(server, base, attributes))
+        attributes = sorted(set(requested))
+        log.debug(
+            "equivalent: %s", self.ldapsearch_command(server, base, attributes, search_filter)
+        )
         pager = (_Ldap3Pager if read_path() == "ldap3" else _WirePager)(
-            self, connection, server, base, attributes
+            self, connection, server, base, attributes, search_filter
         )
         pager.send(None)
         for page in range(1, MAX_PAGES + 1):
@@ -346,7 +358,11 @@ class LdapSource:
         )
 
     def ldapsearch_command(
-        self, server: ServerAddress, base: str, attributes: Sequence[str]
+        self,
+        server: ServerAddress,
+        base: str,
+        attributes: Sequence[str],
+        search_filter: str | None = None,
     ) -> str:
         """The same search as an ``ldapsearch`` command line, for debugging (no password)."""
         directory = self._directory
@@ -362,7 +378,7 @@ class LdapSource:
             "sub",
             "-E",
             f"!pr={directory.page_size}/noprompt",
-            self._users.filter,
+            search_filter or self._users.filter,
             *attributes,
         ]
         return shlex.join(words)
@@ -394,9 +410,10 @@ class _Ldap3Pager:
         server: ServerAddress,
         base: str,
         attributes: Sequence[str],
+        search_filter: str,
     ) -> None:
         self.source, self.connection, self.server = source, connection, server
-        self.base, self.attributes = base, attributes
+        self.base, self.attributes, self.filter = base, attributes, search_filter
         self.cookie: bytes | None = None
 
     def send(self, cookie: bytes | None) -> None:
@@ -408,7 +425,7 @@ class _Ldap3Pager:
             self.server,
             self.base,
             ldap3.SUBTREE,
-            self.source._users.filter,
+            self.filter,
             self.attributes,
             self.cookie,
         )
@@ -431,7 +448,7 @@ class _WirePager(_Ldap3Pager):
     def send(self, cookie: bytes | None) -> None:
         request = search_operation(
             self.base,
-            self.source._users.filter,
+            self.filter,
             ldap3.SUBTREE,
             ldap3.DEREF_NEVER,
             list(self.attributes),

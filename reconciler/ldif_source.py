@@ -7,7 +7,7 @@ the server would, errors that name the file, line and entry, and a streaming rea
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -15,7 +15,7 @@ from ldif import LDIFParser
 
 from reconciler.directory import Entry, Value, is_under, normalize_dn
 from reconciler.errors import DirectoryError
-from reconciler.ldapfilter import parse_filter
+from reconciler.ldapfilter import Filter, parse_filter
 from reconciler.spec import UsersSpec
 
 
@@ -77,6 +77,13 @@ class LdifSource:
         return {"file": str(self.path), "base DN": self.base_dn or "(whole file)"}
 
     def entries(self) -> Iterator[Entry]:
+        return self._read(self._filter, self._keep)
+
+    def search(self, search_filter: str, attributes: Sequence[str]) -> Iterator[Entry]:
+        """The entries under the base DN matching ``search_filter``, with ``attributes``."""
+        return self._read(parse_filter(search_filter), {a.lower() for a in attributes})
+
+    def _read(self, search_filter: Filter, keep: set[str]) -> Iterator[Entry]:
         base = normalize_dn(self.base_dn or "")
         try:
             raw = self.path.open("rb")
@@ -117,8 +124,8 @@ class LdifSource:
                     )
                 if not is_under(normalize_dn(dn), base):
                     continue
-                if self._filter.matches(_with_ad_categories(attributes)):
-                    yield Entry(dn, {k: v for k, v in attributes.items() if k in self._keep})
+                if search_filter.matches(_with_ad_categories(attributes)):
+                    yield Entry(dn, {k: v for k, v in attributes.items() if k in keep})
 
 
 def _lower_keys(record: dict[str, list[Value]]) -> dict[str, list[Value]]:

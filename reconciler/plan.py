@@ -33,6 +33,8 @@ class Change:
     address: str
     old: Recipient | None
     new: Recipient | None
+    # An update that moves the entry's recipient from this address (same id: a rename).
+    renamed_from: str | None = None
 
     def field_changes(self) -> list[tuple[str, Any, Any]]:
         """(field, old value, new value) for every field that differs (updates only)."""
@@ -44,6 +46,10 @@ class Change:
         """One human line: ``+ alice@example.com  mailbox "Alice Smith"``."""
         if self.action == "update":
             details = ", ".join(f"{f}: {_show(o)} → {_show(n)}" for f, o, n in self.field_changes())
+            if self.renamed_from is not None:
+                assert self.new is not None
+                details = f"renamed, {summarize(self.new)}" + (f"; {details}" if details else "")
+                return f"~ {self.renamed_from} → {self.address}  {details}"
             return f"~ {self.address}  {details}"
         if self.action == "deactivate":
             assert self.old is not None
@@ -54,6 +60,8 @@ class Change:
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"action": self.action, "address": self.address}
+        if self.renamed_from is not None:
+            data["renamed_from"] = self.renamed_from
         if self.old is not None:
             data["old"] = self.old.to_dict()
         if self.new is not None:
@@ -243,12 +251,21 @@ def apply_changes(
     existing: Mapping[str, Recipient], changes: tuple[Change, ...]
 ) -> Mapping[str, Recipient]:
     """The recipients after ``changes``: exactly what the plan showed, nothing recomputed."""
+    steps = [
+        step
+        for c in changes
+        for step in (
+            ((c.renamed_from, None), (c.address, c.new))
+            if c.renamed_from is not None
+            else ((c.address, c.new),)
+        )
+    ]
     if isinstance(existing, StoredRecipients):
-        return existing.updated((c.address, c.new) for c in changes)
+        return existing.updated(steps)
     result = dict(existing)
-    for change in changes:
-        if change.new is None:
-            del result[change.address]
+    for address, recipient in steps:
+        if recipient is None:
+            del result[address]
         else:
-            result[change.address] = change.new
+            result[address] = recipient
     return result

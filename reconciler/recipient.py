@@ -12,8 +12,8 @@ KINDS = ("mailbox", "alias", "list")
 STATUSES = ("active", "disabled")
 
 # The order fields are written in, so a state line always reads the same way.
-FIELD_ORDER = ("kind", "name", "id", "status", "target", "members")
-_MAILBOX_FIELDS = frozenset(("kind", "name", "id", "status"))
+FIELD_ORDER = ("kind", "name", "id", "status", "username", "privileges", "target", "members")
+_MAILBOX_FIELDS = frozenset(("kind", "name", "id", "status", "username"))
 # Characters YAML does not allow raw in a double-quoted scalar, or reads as a line break.
 _YAML_UNSAFE = re.compile(
     "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]"
@@ -46,6 +46,8 @@ class Recipient:
     status: str | None = None
     target: str | None = None
     members: tuple[str, ...] | None = None
+    username: str | None = None  # the login name (users.username_attribute)
+    privileges: tuple[str, ...] | None = None  # given once, from recipient_defaults
 
     def to_dict(self) -> dict[str, Any]:
         """The plain form written to the state and to JSON plans: no empty fields, fixed order."""
@@ -62,7 +64,11 @@ class Recipient:
         Mailboxes and aliases (nearly every line of a state) are put together directly:
         this runs once per recipient of every plan."""
         target = self.target
-        if self.members is not None or (self.kind != "alias") == (target is not None):
+        if (
+            self.members is not None
+            or self.privileges is not None
+            or (self.kind != "alias") == (target is not None)
+        ):
             return canonical_json(self.to_dict())
         if target is not None:  # an alias
             if self.name is not None or self.id is not None or self.status is not None:
@@ -76,6 +82,8 @@ class Recipient:
                 text += ', "id": ' + _string(self.id)
             if self.status is not None:
                 text += ', "status": ' + _string(self.status)
+            if self.username is not None:
+                text += ', "username": ' + _string(self.username)
             text += "}"
         return _yaml_safe(text)
 
@@ -93,7 +101,13 @@ class Recipient:
             and all(type(v) is str for v in data.values())
             and data.get("status", "active") in STATUSES
         ):
-            return cls("mailbox", data.get("name"), data.get("id"), data.get("status"))
+            return cls(
+                "mailbox",
+                data.get("name"),
+                data.get("id"),
+                data.get("status"),
+                username=data.get("username"),
+            )
         return cls._checked(data)
 
     @classmethod
@@ -104,7 +118,7 @@ class Recipient:
         kind = data.get("kind")
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
-        for field in ("name", "id", "status", "target"):
+        for field in ("name", "id", "status", "username", "target"):
             if data.get(field) is not None and not isinstance(data[field], str):
                 raise ValueError(f"{field} must be a string")
         if data.get("status") not in (None, *STATUSES):
@@ -116,6 +130,11 @@ class Recipient:
             not isinstance(members, list) or not all(isinstance(m, str) for m in members)
         ):
             raise ValueError("members must be a list of addresses")
+        privileges = data.get("privileges")
+        if privileges is not None and (
+            not isinstance(privileges, list) or not all(isinstance(p, str) for p in privileges)
+        ):
+            raise ValueError("privileges must be a list of strings")
         return cls(
             kind=kind,
             name=data.get("name"),
@@ -123,4 +142,6 @@ class Recipient:
             status=data.get("status"),
             target=data.get("target"),
             members=tuple(members) if members is not None else None,
+            username=data.get("username"),
+            privileges=tuple(privileges) if privileges is not None else None,
         )

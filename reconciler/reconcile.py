@@ -17,12 +17,15 @@ from pathlib import Path
 from reconciler.directory import DirectorySource, ReadInterrupted, open_source
 from reconciler.errors import ConfigError, GitError, RefusedError
 from reconciler.gitstore import Commit, GitStore
+from reconciler.groups import members_of, read_groups
 from reconciler.guards import Overrides, remaining
 from reconciler.inventory import load_specs
-from reconciler.mapping import MappingResult, map_entries
+from reconciler.lists import list_filter, map_lists, read_lists
+from reconciler.mapping import MappingResult, finish, map_entries
 from reconciler.plan import DomainPlan, apply_changes, compute_changes
 from reconciler.policy import apply_policy
 from reconciler.recipient import Recipient
+from reconciler.renames import find_renames, fold_renames, with_recipient_defaults
 from reconciler.render import commit_message
 from reconciler.savedplan import SavedPlan, check_fresh, directory_fingerprint, state_fingerprint
 from reconciler.spec import DomainSpec
@@ -70,16 +73,44 @@ class Applied:
     commit: str | None  # None when there was nothing to apply
 
 
-def read_directory(spec: DomainSpec) -> tuple[DirectorySource, MappingResult]:
-    """Read and map the whole directory of ``spec``; only a complete read returns."""
+def read_directory(
+    spec: DomainSpec, *, trace: str | None = None
+) -> tuple[DirectorySource, MappingResult]:
+    """Read and map the whole directory of ``spec``; only a complete read returns.
+    ``trace`` (an address) records what became of it (for `explain`)."""
     source = open_source(spec)
     while True:
         try:
-            return source, map_entries(source.entries(), spec)
+            return source, map_directory(source, spec, trace=trace)
         except ReadInterrupted as exc:
             # The mapping of a half-read directory is thrown away; the read starts over.
             log.warning("%s; reading again from the start on the next server", exc.message)
             # (the source raises ReadInterrupted only while it has a server left to try)
+
+
+def map_directory(source: DirectorySource, spec: DomainSpec, *, trace: str | None) -> MappingResult:
+    """Groups and lists first (few entries, kept), then the users streamed, then the lists'
+    members from the users' addresses."""
+    groups = read_groups(source, spec.groups) if spec.groups is not None else None
+    members = (
+        members_of(groups, spec.groups.only_members_of)
+        if groups is not None and spec.groups is not None and spec.groups.only_members_of
+        else None
+    )
+    lists = read_lists(source, spec, groups) if spec.distribution_lists is not None else None
+    result = map_entries(
+        source.entries(),
+        spec,
+        members=members,
+        keep_primaries=lists is not None,
+        trace=trace,
+        lists=list_filter(spec),
+    )
+    if lists is not None:
+        result.entries_read += len(lists)
+        map_lists(lists, spec, result)
+    result.admitted_by = members
+    return finish(result)
 
 
 def plan_domain(
@@ -96,16 +127,22 @@ def plan_domain(
             f"{result.entries_without_id} entries have no {spec.users.id_attribute}; "
             "their DN is used as id"
         )
+    notes += invalid_notes(result)
+    existing = state.recipients
+    renames = find_renames(existing, result.recipients)
+    desired = with_recipient_defaults(result.recipients, existing, renames, spec.recipient_defaults)
     if fingerprints is not None:
-        fingerprints = {**fingerprints, "directory": directory_fingerprint(result.recipients)}
+        fingerprints = {**fingerprints, "directory": directory_fingerprint(desired)}
     changes, skipped = apply_policy(
-        compute_changes(state.recipients, result.recipients), spec.policy, spec.protected
+        fold_renames(compute_changes(existing, desired), renames, existing),
+        spec.policy,
+        spec.protected,
     )
     return DomainPlan(
         domain=spec.domain,
         changes=changes,
-        existing_count=len(state.recipients),
-        desired_count=len(result.recipients),
+        existing_count=len(existing),
+        desired_count=len(desired),
         source=f"{source.describe()}: {result.entries_read} matching entries",
         dropped=dict(result.dropped),
         conflicts=result.conflict_list(),
@@ -115,6 +152,17 @@ def plan_domain(
         limits=spec.policy.limits,
         fingerprints=fingerprints or {},
     )
+
+
+MAX_INVALID_NOTES = 50
+
+
+def invalid_notes(result: MappingResult) -> list[str]:
+    """One note per skipped value (entry DN, attribute, value, why), capped for huge messes."""
+    notes = [f"skipped: {v.describe()}" for v in result.invalid[:MAX_INVALID_NOTES]]
+    if len(result.invalid) > MAX_INVALID_NOTES:
+        notes.append(f"… and {len(result.invalid) - MAX_INVALID_NOTES} more invalid values")
+    return notes
 
 
 def plan_all(

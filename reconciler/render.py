@@ -86,7 +86,9 @@ def plan_to_dict(plan: DomainPlan, *, with_changes: bool = True) -> dict[str, An
         "existing_count": plan.existing_count,
         "counts": plan.counts(),
         "dropped": dict(sorted(plan.dropped.items())),
-        "conflicts": [{"address": c.address, "dns": list(c.dns)} for c in plan.conflicts],
+        "conflicts": [
+            {"address": c.address, "dns": list(c.dns), "reason": c.reason} for c in plan.conflicts
+        ],
         "hold": plan.hold.to_dict() if plan.hold else None,
         "notes": list(plan.notes),
         "refusals": plan.refusals(),

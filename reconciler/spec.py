@@ -11,10 +11,12 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
+
+from reconciler.ldapfilter import parse_filter
 
 # What each directory flavor means for the users keys a spec leaves out (DESIGN.md §3).
 FLAVOR_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
@@ -23,23 +25,37 @@ FLAVOR_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
         "mail_attribute": "mail",
         "alias_attributes": ["proxyAddresses"],
         "name_attribute": "displayName",
+        "username_attribute": "sAMAccountName",
         "id_attribute": "objectGUID",
+        # userAccountControl bit 2 (ACCOUNTDISABLE), with AD's bitwise-AND matching rule.
+        "disabled_filter": "(userAccountControl:1.2.840.113556.1.4.803:=2)",
     },
     "openldap": {
         "filter": "(&(objectClass=inetOrgPerson)(mail=*))",
         "mail_attribute": "mail",
         "alias_attributes": ["mailAlternateAddress"],
         "name_attribute": "cn",
+        "username_attribute": None,
         "id_attribute": "entryUUID",
+        "disabled_filter": None,
     },
     "generic": {
         "filter": "(mail=*)",
         "mail_attribute": "mail",
         "alias_attributes": [],
         "name_attribute": "cn",
+        "username_attribute": None,
         "id_attribute": None,
+        "disabled_filter": None,
     },
 }
+# What each flavor means for the groups keys a spec leaves out, once it has `groups` at all.
+GROUP_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
+    "active_directory": {"filter": "(objectClass=group)", "members_attribute": "member"},
+    "openldap": {"filter": "(objectClass=groupOfNames)", "members_attribute": "member"},
+    "generic": {"filter": "(objectClass=groupOfNames)", "members_attribute": "member"},
+}
+DISABLED_MODES = ("deactivate", "exclude", "include")
 DEFAULT_FLAVOR = "generic"
 
 
@@ -100,12 +116,54 @@ class UsersSpec:
     alias_attributes: tuple[str, ...]
     name_attribute: str | None
     id_attribute: str | None
+    username_attribute: str | None = None
+    local_part_only: bool = False
+    disabled: str = "deactivate"  # deactivate | exclude | include
+    disabled_filter: str | None = None  # RFC 4515: which entries are disabled accounts
+    # Further attributes the mapping reads (those of the rules), requested with the others.
+    extra_attributes: tuple[str, ...] = ()
 
     def attributes(self) -> tuple[str, ...]:
         """The attributes the mapping reads, so a directory source can request only those."""
         names = [self.mail_attribute, *self.alias_attributes]
-        names += [a for a in (self.name_attribute, self.id_attribute) if a]
-        return tuple(dict.fromkeys(names))
+        names += [a for a in (self.name_attribute, self.id_attribute, self.username_attribute) if a]
+        if self.disabled_filter is not None and self.disabled != "include":
+            names += sorted(parse_filter(self.disabled_filter).attributes())
+        names += self.extra_attributes
+        return tuple({n.lower(): n for n in reversed(names)}.values())[::-1]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A SpamExperts-style mapping rule: a value of ``attribute`` matching ``regex`` gives the
+    address ``format`` makes of its groups; ``origin`` says whether it is the domain's own rule
+    or one of the defaults."""
+
+    type: str  # mailbox | alias
+    attribute: str
+    regex: str
+    format: str
+    origin: str = "domain"  # domain | default
+
+
+@dataclass(frozen=True)
+class GroupsSpec:
+    filter: str
+    name_attribute: str
+    description_attribute: str | None
+    members_attribute: str
+    # For members given as names: "(&(objectClass=posixAccount)(uid={member}))".
+    member_filter: str | None
+    only_members_of: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ListsSpec:
+    """Entries whose ``attribute`` has ``value`` are distribution lists, not mailboxes."""
+
+    attribute: str
+    value: str
+    members_attribute: str = "member"  # for lists that are not among the groups read
 
 
 @dataclass(frozen=True)
@@ -121,6 +179,10 @@ class DomainSpec:
     digest: str
     protected: frozenset[str] = frozenset()
     policy: Policy = Policy()
+    groups: GroupsSpec | None = None
+    distribution_lists: ListsSpec | None = None
+    rules: tuple[Rule, ...] = ()  # the effective rules: the domain's, then the defaults
+    recipient_defaults: Mapping[str, Any] = field(default_factory=dict)
 
     @cached_property
     def managed_domains(self) -> frozenset[str]:
@@ -144,6 +206,7 @@ def build_spec(merged: Mapping[str, Any], source: Path, inventory_dir: Path) -> 
     directory = merged["directory"]
     flavor = directory.get("flavor", DEFAULT_FLAVOR)
     users = {**FLAVOR_DEFAULTS[flavor], **merged.get("users", {})}
+    rules = effective_rules(merged)
     ldif = directory.get("ldif")
     return DomainSpec(
         domain=normalize_domain(merged["domain"]),
@@ -167,12 +230,57 @@ def build_spec(merged: Mapping[str, Any], source: Path, inventory_dir: Path) -> 
             alias_attributes=tuple(users["alias_attributes"]),
             name_attribute=users["name_attribute"],
             id_attribute=users["id_attribute"],
+            username_attribute=users["username_attribute"],
+            local_part_only=users.get("local_part_only", False),
+            disabled=users.get("disabled", "deactivate"),
+            disabled_filter=users["disabled_filter"],
+            extra_attributes=_extra_attributes(merged, rules),
         ),
         exclude=tuple(p.lower() for p in merged.get("exclude", [])),
         source=source,
         digest=spec_digest(merged),
         protected=frozenset(a.strip().lower() for a in merged.get("protected", [])),
         policy=build_policy(merged.get("policy", {})),
+        groups=_groups(merged.get("groups"), flavor),
+        distribution_lists=(
+            ListsSpec(**merged["distribution_lists"]) if "distribution_lists" in merged else None
+        ),
+        rules=rules,
+        recipient_defaults=dict(merged.get("recipient_defaults", {})),
+    )
+
+
+def _extra_attributes(merged: Mapping[str, Any], rules: tuple[Rule, ...]) -> tuple[str, ...]:
+    """What the mapping reads besides the users keys: rule attributes, and the attribute that
+    tells a distribution list (so that a list matching the users filter is not a mailbox)."""
+    names = [r.attribute for r in rules]
+    if "distribution_lists" in merged:
+        names.append(merged["distribution_lists"]["attribute"])
+    return tuple(dict.fromkeys(names))
+
+
+def effective_rules(merged: Mapping[str, Any]) -> tuple[Rule, ...]:
+    """The domain's own rules, then the default rules unless ``use_default_rules: false``."""
+    own = [Rule(**r, origin="domain") for r in merged.get("rules", [])]
+    defaults = (
+        [Rule(**r, origin="default") for r in merged.get("default_rules", [])]
+        if merged.get("use_default_rules", True)
+        else []
+    )
+    return tuple(own + defaults)
+
+
+def _groups(groups: Mapping[str, Any] | None, flavor: str) -> GroupsSpec | None:
+    if groups is None:
+        return None
+    keys = {**GROUP_DEFAULTS[flavor], **groups}
+    return GroupsSpec(
+        filter=keys["filter"],
+        name_attribute=keys.get("name_attribute", "cn"),
+        description_attribute=keys.get("description_attribute"),
+        members_attribute=keys["members_attribute"],
+        member_filter=keys.get("member_filter"),
+        only_members_of=tuple(keys.get("only_members_of", ())),
     )
 
 

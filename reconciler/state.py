@@ -33,7 +33,7 @@ _ESCAPE = r'\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})'
 _STRING = rf'"{_CHARS}(?:{_ESCAPE}{_CHARS})*"'  # unrolled: one greedy run per plain stretch
 _CANONICAL_LINE = re.compile(
     rf'\{{"kind": "mailbox"(?:, "name": {_STRING})?(?:, "id": {_STRING})?'
-    rf'(?:, "status": "(?:active|disabled)")?\}}'
+    rf'(?:, "status": "(?:active|disabled)")?(?:, "username": {_STRING})?\}}'
     rf'|\{{"kind": "alias"(?:, "status": "(?:active|disabled)")?, "target": (?!"")'
     rf"{_STRING}\}}"
 )

@@ -21,7 +21,9 @@ What later tests can rely on:
   objectCategory is a plain case-insensitive string: AD expands
   ``(objectCategory=person)`` server-side, OpenLDAP cannot, so test entries store
   the short name. OpenLDAP knows AD's bitwise matching rules
-  (1.2.840.113556.1.4.803/804) for userAccountControl filters.
+  (1.2.840.113556.1.4.803/804) for userAccountControl filters. For OpenLDAP-style
+  mail sites: ``mailAlternateAddress`` and an AUXILIARY ``mailRecipient`` class (mail,
+  mailAlternateAddress) that lets a groupOfNames carry addresses.
 * LDAPS and StartTLS use a per-instance test CA (``ca_file``); the server
   certificate is for 127.0.0.1 and localhost.
 """
@@ -63,12 +65,16 @@ olcAttributeTypes: ( adTest:1.5 NAME 'objectGUID' EQUALITY octetStringMatch
   SYNTAX 1.3.6.1.4.1.1466.115.121.1.40 SINGLE-VALUE )
 olcAttributeTypes: ( adTest:1.6 NAME 'objectCategory' {_CI} {_STR} SINGLE-VALUE )
 olcAttributeTypes: ( adTest:1.7 NAME 'groupType' {_INT} SINGLE-VALUE )
+olcAttributeTypes: ( adTest:1.8 NAME 'mailAlternateAddress' EQUALITY caseIgnoreIA5Match
+  SUBSTR caseIgnoreIA5SubstringsMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.26 )
 olcObjectClasses: ( adTest:2.1 NAME 'user' AUXILIARY MAY ( proxyAddresses $
   userAccountControl $ sAMAccountName $ userPrincipalName $ objectGUID $
   objectCategory $ mail $ displayName $ givenName ) )
 olcObjectClasses: ( adTest:2.2 NAME 'group' SUP top STRUCTURAL MUST cn MAY (
   member $ mail $ description $ proxyAddresses $ sAMAccountName $ objectGUID $
   objectCategory $ groupType $ displayName ) )
+olcObjectClasses: ( adTest:2.3 NAME 'mailRecipient' AUXILIARY MAY ( mail $
+  mailAlternateAddress ) )
 """
 
 

@@ -760,7 +760,12 @@ def test_verbose_shows_an_equivalent_ldapsearch_that_works(
     assert words[:6] == ["ldapsearch", "-LLL", "-x", "-H", slapd.ldap_url, "-ZZ"]
     assert words[6:12] == ["-D", READER_DN, "-W", "-b", BASE_DN, "-s"]
     assert shlex.quote(USERS_FILTER) in command
-    assert words[words.index(USERS_FILTER) + 1 :] == ["cn", "entryUUID", "mail", "proxyAddresses"]
+    assert words[words.index(USERS_FILTER) + 1 :] == [
+        "cn",
+        "entryUUID",
+        "mail",
+        "proxyAddresses",
+    ]
 
     # Run it (the password from a file instead of the -W prompt): the same four entries.
     password_file = tmp_path / "password"

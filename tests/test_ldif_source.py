@@ -30,9 +30,9 @@ def users_spec(**users: object) -> UsersSpec:
     return build_spec(merged, Path("x.yaml"), Path()).users
 
 
-# mail, proxyAddresses, displayName, objectGUID; the filter of the AD flavor.
-AD_USERS = users_spec()
-ANY_MAIL = users_spec(filter="(mail=*)")
+# mail, proxyAddresses, displayName, objectGUID (no user name); the filter of the AD flavor.
+AD_USERS = users_spec(username_attribute=None)
+ANY_MAIL = users_spec(filter="(mail=*)", username_attribute=None)
 
 
 def write(tmp_path: Path, text: str, *, newline: str = "\n") -> Path:
@@ -326,7 +326,11 @@ objectCategory: CN=Person,CN=Schema,CN=Configuration,DC=example,DC=com
 
 def test_filter_attributes_need_not_be_kept_attributes(tmp_path: Path) -> None:
     # sAMAccountName is not requested, yet the filter sees it.
-    [entry] = read(tmp_path, ALICE + "\n" + BOB, users=users_spec(filter="(sAMAccountName=asm*)"))
+    [entry] = read(
+        tmp_path,
+        ALICE + "\n" + BOB,
+        users=users_spec(filter="(sAMAccountName=asm*)", username_attribute=None),
+    )
     assert entry.dn == ALICE_ENTRY.dn
     assert "samaccountname" not in entry.attributes
 

@@ -82,8 +82,9 @@ def test_an_unknown_nested_key_points_at_the_key(tmp_path: Path) -> None:
 def test_an_unknown_key_like_nothing_lists_the_allowed_keys(tmp_path: Path) -> None:
     text = GOOD + "zzz: 1\n"
     assert only_problem(tmp_path, "example.com.yaml", text) == (
-        "example.com.yaml:5:1: unknown key 'zzz'; allowed: directory, domain, domain_aliases, "
-        "exclude, policy, protected, users (at zzz)"
+        "example.com.yaml:5:1: unknown key 'zzz'; allowed: default_rules, directory, "
+        "distribution_lists, domain, domain_aliases, exclude, groups, policy, protected, "
+        "recipient_defaults, rules, use_default_rules, users (at zzz)"
     )
 
 
@@ -415,6 +416,8 @@ def test_the_flavor_gives_the_users_defaults(tmp_path: Path, flavor: str) -> Non
         alias_attributes=tuple(defaults["alias_attributes"]),
         name_attribute=defaults["name_attribute"],
         id_attribute=defaults["id_attribute"],
+        username_attribute=defaults["username_attribute"],
+        disabled_filter=defaults["disabled_filter"],
     )
 
 
@@ -430,6 +433,9 @@ def test_the_flavor_defaults_are_the_documented_ones(tmp_path: Path) -> None:
         ("proxyAddresses",),
         "displayName",
         "objectGUID",
+        username_attribute="sAMAccountName",
+        disabled="deactivate",
+        disabled_filter="(userAccountControl:1.2.840.113556.1.4.803:=2)",
     )
 
 

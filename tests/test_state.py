@@ -433,3 +433,22 @@ def test_lines_out_of_order_are_read_by_the_line_reader_and_written_back_sorted(
     state = parse(shuffled)
     assert dict(state.recipients) == people
     assert dump_state(state, SOURCE) == text
+
+
+def test_mailboxes_with_user_names_and_disabled_ones_are_read_whole() -> None:
+    from reconciler.state import StoredRecipients, _parse_whole
+
+    people = {
+        "alice@example.com": Recipient("mailbox", "Alice", "1", "active", username="asmith"),
+        "bob@example.com": Recipient("mailbox", "Bob", "2", "disabled", username='b"j'),
+        "a@example.com": Recipient(kind="alias", target="alice@example.com"),
+    }
+    text = dump_state(State("example.com", people), SOURCE)
+    whole = _parse_whole(text, Path("x.yaml"), "example.com")
+    assert whole is not None and isinstance(whole.recipients, StoredRecipients)
+    assert dict(whole.recipients) == people
+    # Fields the state holds only now and then (privileges) are read line by line, the same.
+    given = {**people, "c@example.com": Recipient("mailbox", privileges=("login",))}
+    text = dump_state(State("example.com", given), SOURCE)
+    assert _parse_whole(text, Path("x.yaml"), "example.com") is None
+    assert dict(parse(text).recipients) == given

@@ -1,0 +1,148 @@
+"""Address validation (email-validator, with a fast path for the usual shape) and the conflicts
+and skipped values a plan reports with the entries' DNs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from email_validator import EmailNotValidError, validate_email
+from gitrepo import User, invoke, make_repo, users
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reconciler.addresses import _PLAIN, invalid_reason, normalize
+from reconciler.directory import Entry
+from reconciler.mapping import INVALID, InvalidValue, map_entries
+from reconciler.spec import DomainSpec, build_spec
+
+
+def ad_spec() -> DomainSpec:
+    merged = {"domain": "example.com", "directory": {"flavor": "active_directory", "ldif": "x"}}
+    return build_spec(merged, Path("x.yaml"), Path())
+
+
+@pytest.mark.parametrize(
+    ("written", "stored"),
+    [
+        ("Alice.Smith@Example.COM", "alice.smith@example.com"),
+        ("  bob@example.com ", "bob@example.com"),
+        ("o'brien+news@example.com", "o'brien+news@example.com"),
+        ("anna@BÜCHER.example", "anna@xn--bcher-kva.example"),
+        ("jörg@münchen.example", "jörg@xn--mnchen-3ya.example"),  # SMTPUTF8 local part
+        ("alice@example.com.", "alice@example.com"),  # the DNS root dot
+        ("mail@corp.local", "mail@corp.local"),  # an internal domain is a customer's domain
+    ],
+)
+def test_addresses_are_stored_in_one_form(written: str, stored: str) -> None:
+    assert normalize(written) == stored
+
+
+@pytest.mark.parametrize(
+    ("written", "reason"),
+    [
+        ("a..b@example.com", "two periods in a row"),
+        ("al ice@example.com", "invalid characters before the @-sign: SPACE"),
+        ("@example.com", "something before the @-sign"),
+        ("alice@", "something after the @-sign"),
+        ("no-at-sign.example.com", "must have an @-sign"),
+        ("alice@example", "no dot"),
+        ('"quoted"@example.com', "Quoting"),
+        ("x" * 250 + "@example.com", "too long"),
+    ],
+)
+def test_invalid_addresses_say_why(written: str, reason: str) -> None:
+    assert normalize(written) is None
+    assert reason in invalid_reason(written)
+
+
+def test_a_binary_value_is_no_address() -> None:
+    assert normalize(b"alice@example.com") is None
+    assert invalid_reason(b"\xff") == "a binary value"
+
+
+_ATEXT = "abcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+/=?^_`{|}~-"
+_atoms = st.text(alphabet=_ATEXT, min_size=1, max_size=12)
+_labels = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True)
+
+
+@given(
+    local=st.lists(_atoms, min_size=1, max_size=4).map(".".join),
+    labels=st.lists(_labels, min_size=1, max_size=3),
+    tld=st.from_regex(r"[a-z][a-z0-9]{1,5}", fullmatch=True),
+)
+def test_the_fast_path_agrees_with_email_validator(local: str, labels: list[str], tld: str) -> None:
+    address = f"{local}@{'.'.join([*labels, tld])}"
+    fast = normalize(address) if _PLAIN.fullmatch(address) else None
+    try:
+        checked = validate_email(address, check_deliverability=False, globally_deliverable=False)
+    except EmailNotValidError:
+        assert fast is None, f"the fast path accepted {address!r}, the library does not"
+        return
+    if fast is not None:
+        assert fast == f"{checked.local_part.lower()}@{checked.ascii_domain}"
+
+
+def test_skipped_values_name_the_entry_and_the_attribute() -> None:
+    entry = Entry(
+        "CN=Alice,OU=Staff,DC=example,DC=com",
+        {
+            "mail": ["alice@example.com", "alice@@example.com"],
+            "proxyaddresses": ["smtp:al ice@example.com", "X500:/o=x", "smtp:ok@example.com"],
+        },
+    )
+    result = map_entries([entry], ad_spec())
+    assert set(result.recipients) == {"alice@example.com", "ok@example.com"}
+    assert result.dropped[INVALID] == 2
+    assert [(v.dn, v.attribute, v.value) for v in result.invalid] == [
+        ("CN=Alice,OU=Staff,DC=example,DC=com", "mail", "alice@@example.com"),
+        ("CN=Alice,OU=Staff,DC=example,DC=com", "proxyAddresses", "al ice@example.com"),
+    ]
+    assert "invalid characters" in result.invalid[1].reason
+    assert InvalidValue("cn=x", "mail", "a b", "why").describe() == "cn=x: mail 'a b' skipped: why"
+
+
+# --- through the command line: skipped values are notes, conflicts refuse -----------------------
+
+
+def test_plan_reports_invalid_values_and_still_plans(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, [*users(2), User("bad", aliases=("b a d",))])
+    result = invoke("plan", "--repo", str(repo))
+    assert result.exit_code == 0, result.output
+    assert (
+        "  note: skipped: CN=bad,OU=Staff,DC=example,DC=com: proxyAddresses "
+        "'b a d@example.com' skipped: The email address contains invalid characters before "
+        "the @-sign: SPACE."
+    ) in result.stdout.splitlines()
+    assert "+ bad@example.com  mailbox" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("directory", "address", "dns"),
+    [
+        pytest.param(
+            [User("alice", mail="Alice@Example.com"), User("alice2", mail="ALICE@example.COM")],
+            "alice@example.com",
+            ["CN=alice,OU=Staff,DC=example,DC=com", "CN=alice2,OU=Staff,DC=example,DC=com"],
+            id="same-address-in-other-case",
+        ),
+        pytest.param(
+            [User("alice"), User("bob", aliases=("ALICE",))],
+            "alice@example.com",
+            ["CN=alice,OU=Staff,DC=example,DC=com", "CN=bob,OU=Staff,DC=example,DC=com"],
+            id="alias-equal-to-another-mailbox",
+        ),
+    ],
+)
+def test_conflicts_refuse_plan_and_apply_naming_every_entry(
+    tmp_path: Path, directory: list[User], address: str, dns: list[str]
+) -> None:
+    repo = make_repo(tmp_path, directory)
+    conflict = f"conflict: {address} is claimed by 2 entries: {'; '.join(dns)}"
+    plan = invoke("plan", "--repo", str(repo))
+    assert plan.exit_code == 4
+    assert f"  REFUSED: {conflict}" in plan.stdout.splitlines()
+    applied = invoke("apply", "--repo", str(repo))
+    assert applied.exit_code == 4
+    assert f"  {conflict}" in applied.stderr.splitlines()
+    assert not (repo / "state").exists()
