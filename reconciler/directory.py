@@ -7,6 +7,7 @@ incomplete read must never look like "these people left".
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from reconciler.errors import ConfigError, DirectoryError
-from reconciler.spec import DomainSpec
+from reconciler.ldapfilter import Filter, parse_filter
+from reconciler.spec import DomainSpec, UsersSpec
 
 Value = str | bytes
 
@@ -109,3 +111,15 @@ def normalize_dn(dn: str) -> str:
 def is_under(dn: str, base: str) -> bool:
     """True when ``dn`` is ``base`` or below it (both normalized)."""
     return dn == base or dn.endswith("," + base) or not base
+
+
+def is_disabled(entry: Entry, users: UsersSpec) -> bool:
+    """Whether ``entry`` is a disabled account: it matches ``users.disabled_filter``."""
+    if users.disabled_filter is None:
+        return False
+    return _parsed_filter(users.disabled_filter).matches(entry.attributes)
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed_filter(text: str) -> Filter:
+    return parse_filter(text)  # validated when the spec was loaded

@@ -262,10 +262,13 @@ def _semantic_problems(
 
     flavor = merged["directory"].get("flavor", DEFAULT_FLAVOR)
     users = {**FLAVOR_DEFAULTS[flavor], **merged.get("users", {})}
-    try:
-        parse_filter(users["filter"])
-    except FilterSyntaxError as exc:
-        add(["users", "filter"], f"invalid LDAP filter: {exc.message}")
+    for key in ("filter", "disabled_filter"):
+        if users[key] is None:
+            continue
+        try:
+            parse_filter(users[key])
+        except FilterSyntaxError as exc:
+            add(["users", key], f"invalid LDAP filter: {exc.message}")
 
     problems += _directory_problems(merged["directory"], layers, inventory_dir)
     return problems

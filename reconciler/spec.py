@@ -24,6 +24,7 @@ FLAVOR_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
         "alias_attributes": ["proxyAddresses"],
         "name_attribute": "displayName",
         "id_attribute": "objectGUID",
+        "disabled_filter": "(userAccountControl:1.2.840.113556.1.4.803:=2)",
     },
     "openldap": {
         "filter": "(&(objectClass=inetOrgPerson)(mail=*))",
@@ -31,6 +32,7 @@ FLAVOR_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
         "alias_attributes": ["mailAlternateAddress"],
         "name_attribute": "cn",
         "id_attribute": "entryUUID",
+        "disabled_filter": None,
     },
     "generic": {
         "filter": "(mail=*)",
@@ -38,9 +40,21 @@ FLAVOR_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
         "alias_attributes": [],
         "name_attribute": "cn",
         "id_attribute": None,
+        "disabled_filter": None,
     },
 }
 DEFAULT_FLAVOR = "generic"
+
+# How `reconciler auth` checks a password on each flavor, unless the spec's auth says otherwise.
+AUTH_FLAVOR_DEFAULTS: Mapping[str, Mapping[str, str]] = {
+    "active_directory": {"mode": "active_directory", "search_attribute": "userPrincipalName"},
+    "openldap": {"mode": "ldap", "search_attribute": "uid"},
+    "generic": {"mode": "ldap", "search_attribute": "uid"},
+}
+DEFAULT_MAX_FAILURES = 5
+DEFAULT_FAILURE_WINDOW = "15m"
+_DURATION = re.compile(r"([1-9][0-9]*)([smhd])")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 DEFAULT_TIMEOUT = 10.0
@@ -71,12 +85,27 @@ class UsersSpec:
     alias_attributes: tuple[str, ...]
     name_attribute: str | None
     id_attribute: str | None
+    # RFC 4515 filter that an entry of a disabled account matches (AD: userAccountControl bit 2).
+    disabled_filter: str | None = None
 
     def attributes(self) -> tuple[str, ...]:
         """The attributes the mapping reads, so a directory source can request only those."""
         names = [self.mail_attribute, *self.alias_attributes]
         names += [a for a in (self.name_attribute, self.id_attribute) if a]
         return tuple(dict.fromkeys(names))
+
+
+@dataclass(frozen=True)
+class AuthSpec:
+    """How `reconciler auth` checks a user's directory password for this domain."""
+
+    mode: str  # "ldap": search the entry, bind as its DN; "active_directory": bind as UPN
+    search_attribute: str
+    require_recipient: bool = True
+    max_failures: int = DEFAULT_MAX_FAILURES
+    failure_window: float = 900.0  # seconds
+    failure_file: Path | None = None  # None: a file in the repository's .git directory
+    upn_suffix: str | None = None  # AD: appended to a bare user name; None: the domain
 
 
 @dataclass(frozen=True)
@@ -90,6 +119,7 @@ class DomainSpec:
     exclude: tuple[str, ...]
     source: Path
     digest: str
+    auth: AuthSpec = AuthSpec("ldap", "uid")
 
     @cached_property
     def managed_domains(self) -> frozenset[str]:
@@ -136,11 +166,37 @@ def build_spec(merged: Mapping[str, Any], source: Path, inventory_dir: Path) -> 
             alias_attributes=tuple(users["alias_attributes"]),
             name_attribute=users["name_attribute"],
             id_attribute=users["id_attribute"],
+            disabled_filter=users["disabled_filter"],
         ),
         exclude=tuple(p.lower() for p in merged.get("exclude", [])),
         source=source,
         digest=spec_digest(merged),
+        auth=_auth_spec(flavor, merged.get("auth", {})),
     )
+
+
+def _auth_spec(flavor: str, auth: Mapping[str, Any]) -> AuthSpec:
+    settings = {**AUTH_FLAVOR_DEFAULTS[flavor], **auth}
+    failure_file = settings.get("failure_file")
+    return AuthSpec(
+        mode=settings["mode"],
+        search_attribute=settings["search_attribute"],
+        require_recipient=settings.get("require_recipient", True),
+        max_failures=settings.get("max_failures", DEFAULT_MAX_FAILURES),
+        failure_window=duration_seconds(settings.get("failure_window", DEFAULT_FAILURE_WINDOW)),
+        failure_file=Path(failure_file) if failure_file else None,
+        upn_suffix=settings.get("upn_suffix"),
+    )
+
+
+def duration_seconds(value: str | int) -> float:
+    """``90s``, ``15m``, ``6h``, ``1d`` (or a number of seconds) as seconds."""
+    if isinstance(value, int):
+        return float(value)
+    match = _DURATION.fullmatch(value.strip())
+    if match is None:
+        raise ValueError(f"{value!r} is not a duration like 90s, 15m, 6h or 1d")
+    return float(int(match[1]) * _SECONDS[match[2]])
 
 
 def _implied_tls(servers: list[str]) -> str:

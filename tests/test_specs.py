@@ -82,8 +82,8 @@ def test_an_unknown_nested_key_points_at_the_key(tmp_path: Path) -> None:
 def test_an_unknown_key_like_nothing_lists_the_allowed_keys(tmp_path: Path) -> None:
     text = GOOD + "zzz: 1\n"
     assert only_problem(tmp_path, "example.com.yaml", text) == (
-        "example.com.yaml:5:1: unknown key 'zzz'; allowed: directory, domain, domain_aliases, "
-        "exclude, users (at zzz)"
+        "example.com.yaml:5:1: unknown key 'zzz'; allowed: auth, directory, domain, "
+        "domain_aliases, exclude, users (at zzz)"
     )
 
 
@@ -415,6 +415,7 @@ def test_the_flavor_gives_the_users_defaults(tmp_path: Path, flavor: str) -> Non
         alias_attributes=tuple(defaults["alias_attributes"]),
         name_attribute=defaults["name_attribute"],
         id_attribute=defaults["id_attribute"],
+        disabled_filter=defaults["disabled_filter"],
     )
 
 
@@ -430,6 +431,7 @@ def test_the_flavor_defaults_are_the_documented_ones(tmp_path: Path) -> None:
         ("proxyAddresses",),
         "displayName",
         "objectGUID",
+        "(userAccountControl:1.2.840.113556.1.4.803:=2)",
     )
 
 
