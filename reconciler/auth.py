@@ -166,6 +166,12 @@ def _service_password(spec: DomainSpec) -> Secret | None:
             f"{spec.source}: {spec.domain} reads an LDIF export; "
             "checking passwords needs directory.servers"
         )
+    if not directory.verify_certificate:
+        log.warning(
+            "%s: directory.verify_certificate is false: the server's identity is not "
+            "checked, and users' passwords could be sent to an impostor",
+            spec.source,
+        )
     if directory.password is None:
         return None
     return resolve_secret(

@@ -18,7 +18,9 @@ directory accepts as typed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -152,13 +154,22 @@ def _verify_ldap(
         entries = _find(spec, connection, server, spec.auth.search_attribute, username)
     finally:
         _close(connection)
-    if not entries:
-        raise LoginFailed(UNKNOWN_USER)
-    if len(entries) > 1:
-        raise LoginFailed(AMBIGUOUS_USER)
+    if len(entries) != 1:
+        _decoy_bind(spec, server, password)
+        raise LoginFailed(UNKNOWN_USER if not entries else AMBIGUOUS_USER)
     # The password goes to a connection of its own: the search connection stays the service's.
     _close(_user_bind(spec, server, entries[0].dn, password))
     return Verified(entries[0], server.url)
+
+
+def _decoy_bind(spec: DomainSpec, server: ServerAddress, password: Secret) -> None:
+    """A bind as an entry that does not exist, so that an unknown user name takes as long to
+    refuse as a wrong password (a second connection, TLS and a bind): timing must not tell
+    them apart either. Its outcome does not matter."""
+    base = spec.directory.base_dn
+    decoy = f"cn=reconciler-no-such-user-{uuid.uuid4().hex}" + (f",{base}" if base else "")
+    with contextlib.suppress(LoginFailed, DirectoryError):
+        _close(_user_bind(spec, server, decoy, password))
 
 
 def _user_bind(
