@@ -30,7 +30,15 @@ import pytest
 from adfront import AdFront
 from conftest import require_slapd_tools
 from gitrepo import commit_all, init_repo, isolate_git
-from slapd import BASE_DN, READER_DN, READER_PASSWORD, SlapdServer, find_tool, free_port
+from slapd import (
+    BASE_DN,
+    READER_DN,
+    READER_PASSWORD,
+    SlapdServer,
+    find_tool,
+    free_port,
+    make_ca,
+)
 from typer.testing import CliRunner, Result
 
 import reconciler
@@ -860,3 +868,42 @@ def test_on_a_terminal_the_password_is_prompted_without_echo(workspace: Workspac
     assert output.startswith("Password: ")
     assert CANARY not in output  # not echoed
     assert output.splitlines()[-1] == "alice@example.com"
+
+
+# --- 15: the spec's transport ------------------------------------------------------------------
+
+
+def test_an_untrusted_certificate_stops_the_login_before_the_password_is_sent(
+    auth_slapd: SlapdServer, tmp_path: Path
+) -> None:
+    other = make_ca(tmp_path / "other-ca", "other-ca")
+    workspace = make_repo(tmp_path, [auth_slapd.ldap_url], other)
+    errors: list[DirectoryError] = []
+
+    def attempt() -> None:
+        with pytest.raises(DirectoryError) as raised:
+            login(workspace, "alice", CANARY)
+        errors.append(raised.value)
+
+    text = server_log(auth_slapd, attempt)
+    assert "StartTLS failed" in errors[0].message
+    assert "certificate verify failed" in errors[0].message
+    assert "not falling back to an unencrypted connection" in errors[0].message
+    assert binds(text) == []
+
+
+def test_ldaps_works_too_and_unverified_certificates_are_warned_about(
+    auth_slapd: SlapdServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    workspace = make_repo(tmp_path, [auth_slapd.ldaps_url], auth_slapd.ca_file)
+    assert login(workspace, "alice", CANARY).server == auth_slapd.ldaps_url
+
+    spec_file = workspace.inventory_dir / f"{DOMAIN}.yaml"
+    spec = json.loads(spec_file.read_text())
+    spec["directory"]["verify_certificate"] = False
+    spec_file.write_text(json.dumps(spec))
+    assert login(workspace, "alice", CANARY).address == "alice@example.com"
+    assert any(
+        "directory.verify_certificate is false" in r.getMessage() and r.levelno == logging.WARNING
+        for r in caplog.records
+    )
