@@ -95,7 +95,7 @@ def authenticate(
     from reconciler.ldap_auth import ad_identity, verify_password
 
     if spec.auth.mode == "active_directory":
-        ad_identity(spec, username)  # a malformed DOMAIN\\user is refused unasked, uncounted
+        ad_identity(spec, username)  # a malformed DOMAIN\user: refused unasked, uncounted
     counter = FailureCounter(
         failure_file(workspace, spec), spec.auth.max_failures, spec.auth.failure_window, clock
     )

@@ -907,3 +907,14 @@ def test_ldaps_works_too_and_unverified_certificates_are_warned_about(
         "directory.verify_certificate is false" in r.getMessage() and r.levelno == logging.WARNING
         for r in caplog.records
     )
+
+
+def test_without_base_dn_the_servers_naming_context_is_searched(
+    auth_slapd: SlapdServer, workspace: Workspace
+) -> None:
+    spec_file = workspace.inventory_dir / f"{DOMAIN}.yaml"
+    spec = json.loads(spec_file.read_text())
+    del spec["directory"]["base_dn"]
+    spec_file.write_text(json.dumps(spec))
+    assert login(workspace, "alice", CANARY).dn == dn_of("alice")
+    assert refused(workspace, "nobody", CANARY).reason == "unknown user"
