@@ -74,7 +74,11 @@ class AdFront:
 
     def _serve(self, client: socket.socket) -> None:
         client.settimeout(10)
-        upstream = socket.create_connection(self.upstream, timeout=10)
+        try:
+            upstream = socket.create_connection(self.upstream, timeout=10)
+        except OSError:
+            client.close()
+            return
         conn: socket.socket = client
         tls = False
         try:
