@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import typer
 
 from reconciler import __version__
+from reconciler.auth import authenticate
 from reconciler.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_REFUSED, ReconcilerError
 from reconciler.guards import Overrides
 from reconciler.inventory import check_inventory, load_specs
@@ -39,6 +40,7 @@ from reconciler.reconcile import (
 from reconciler.render import iter_json, iter_text, render_domain_text
 from reconciler.rules import rules_csv
 from reconciler.savedplan import load_plan, write_plan
+from reconciler.secrets import Secret
 
 log = logging.getLogger("reconciler")
 
@@ -449,6 +451,34 @@ def explain_command(
             typer.echo("")
         typer.echo("\n".join(describe(explanation)))
     return 0
+
+
+@command("auth")
+def auth_command(
+    options: Options,
+    domain: DomainArg,
+    username: Annotated[
+        str,
+        typer.Argument(
+            metavar="USERNAME",
+            help="The user name as the user typed it (a UPN or DOMAIN\\user on AD).",
+        ),
+    ],
+) -> int:
+    """Check a user's password against the domain's directory (read from stdin when it is not a
+    terminal, else prompted without echo). Prints the user's address; exit 1 when refused."""
+    login = authenticate(options.workspace(), domain, username, _read_password())
+    typer.echo(login.address or login.dn)
+    return 0
+
+
+def _read_password() -> Secret:
+    """The first line of stdin (its line break removed, nothing else), or a hidden prompt."""
+    if sys.stdin.isatty():
+        typed = typer.prompt("Password", hide_input=True, err=True)
+        return Secret(typed, "the prompt")
+    line = sys.stdin.readline()
+    return Secret(line.removesuffix("\n").removesuffix("\r"), "standard input")
 
 
 def _version(value: bool) -> None:

@@ -66,3 +66,15 @@ class RefusedError(ReconcilerError):
     """A safety rule refused the run (guard, hold, conflict, stale plan): nothing was applied."""
 
     exit_code = EXIT_REFUSED
+
+
+class LoginFailed(ReconcilerError):
+    """`reconciler auth` refused a login. The message is the same for every reason, so that it
+    does not tell an unknown user from a wrong password; ``reason`` names the class of failure
+    for the log (never the password)."""
+
+    MESSAGE = "login failed: unknown user name or wrong password"
+
+    def __init__(self, reason: str, message: str = MESSAGE, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.reason = reason

@@ -63,12 +63,26 @@ class ServerUnusable(DirectoryError):
     """This server failed (unreachable, TLS, timed out); the next one may work."""
 
 
+class BindRefused(DirectoryError):
+    """The server answered the bind with an error: ``code`` is the LDAP result code."""
+
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(f"bind refused: {detail}")
+        self.code = code
+        self.detail = detail
+
+
 @dataclass(frozen=True)
 class ServerAddress:
     url: str
     host: str
     port: int
     ldaps: bool
+
+
+def server_addresses(directory: DirectorySpec) -> list[ServerAddress]:
+    """The spec's servers, in the order they are tried."""
+    return [parse_server_url(u, directory.tls) for u in directory.servers]
 
 
 def parse_server_url(url: str, tls: str) -> ServerAddress:
@@ -87,7 +101,7 @@ class LdapSource:
         self._directory = directory
         self._users = users
         self._password = password
-        self._servers = [parse_server_url(u, directory.tls) for u in directory.servers]
+        self._servers = server_addresses(directory)
         self._failures: dict[str, str] = {}  # url -> why it failed, in the order tried
         self.used: ServerAddress | None = None
         self.base_dn: str | None = directory.base_dn
@@ -160,58 +174,21 @@ class LdapSource:
 
     def _connect(self, server: ServerAddress) -> ldap3.Connection:
         directory = self._directory
-        tls = ldap3.Tls(
-            validate=ssl.CERT_REQUIRED if directory.verify_certificate else ssl.CERT_NONE,
-            ca_certs_file=str(directory.ca_file) if directory.ca_file else None,
-            version=ssl.PROTOCOL_TLS_CLIENT,
-        )
-        ldap_server = ldap3.Server(
-            server.host,
-            port=server.port,
-            use_ssl=server.ldaps,
-            tls=tls,
-            get_info=ldap3.NONE,
-            connect_timeout=directory.timeout,
-        )
-        connection = ldap3.Connection(
-            ldap_server,
-            user=directory.bind_dn,
-            password=self._password.reveal() if self._password else None,
-            auto_bind=ldap3.AUTO_BIND_NONE,
-            client_strategy=ldap3.SYNC,
-            read_only=True,
-            raise_exceptions=False,
-            check_names=False,
-            auto_referrals=False,  # a referral is reported as incomplete, never chased
-            auto_range=False,  # ldap3 stops silently when a range sub-search fails: we verify
-            return_empty_attributes=False,
-            # ldap3 packs this into SO_RCVTIMEO as whole seconds: a float raises struct.error.
-            receive_timeout=max(1, math.ceil(directory.timeout)),
-        )
         try:
-            connection.open()
-            if directory.tls == "starttls" and not server.ldaps:
-                _start_tls(connection)
-            bound = connection.bind()
-        except ldap_errors.LDAPException as exc:
-            _close(connection)
-            raise ServerUnusable(_exception_text(exc)) from None
-        except ServerUnusable:
-            _close(connection)
-            raise
-        finally:
-            # ldap3's Connection repr shows the password; it is not needed after the bind.
-            connection.password = None
-            connection.request = None  # ldap3 keeps the last request: the bind, with it
-        if not bound:
-            detail = _result_text(connection)
-            _close(connection)
-            if connection.result and connection.result.get("result") == 49:
+            # Revealed in the call only: a local would show the password in a traceback.
+            connection = bind(
+                directory,
+                server,
+                directory.bind_dn,
+                self._password.reveal() if self._password else None,
+            )
+        except BindRefused as exc:
+            if exc.code == 49:
                 raise DirectoryError(
-                    f"{server.url}: bind as {directory.bind_dn!r} refused: {detail}",
+                    f"{server.url}: bind as {directory.bind_dn!r} refused: {exc.detail}",
                     "check bind_dn and the password the spec points at",
-                )
-            raise ServerUnusable(f"bind failed: {detail}")
+                ) from None
+            raise ServerUnusable(f"bind failed: {exc.detail}") from None
         log.debug(
             "%s: bound as %s (%s)",
             server.url,
@@ -289,28 +266,7 @@ class LdapSource:
         return list(connection.response or [])
 
     def _naming_context(self, connection: ldap3.Connection, server: ServerAddress) -> str:
-        """The base DN the server advertises: AD's defaultNamingContext, else its only context."""
-        root = self._request(
-            connection,
-            server,
-            "",
-            ldap3.BASE,
-            "(objectClass=*)",
-            ["defaultNamingContext", "namingContexts"],
-            paged=False,
-        )
-        attributes = _decoded(root[0]["raw_attributes"]) if root else {}
-        default = attributes.get("defaultnamingcontext", [])
-        contexts = attributes.get("namingcontexts", [])
-        if default:
-            return str(default[0])
-        if len(contexts) == 1:
-            return str(contexts[0])
-        raise DirectoryError(
-            f"{server.url}: cannot tell the base DN: the server advertises "
-            f"{len(contexts)} naming contexts",
-            "set directory.base_dn",
-        )
+        return naming_context(connection, server)
 
     def _entry(
         self,
@@ -382,6 +338,115 @@ class LdapSource:
             *attributes,
         ]
         return shlex.join(words)
+
+
+def bind(
+    directory: DirectorySpec,
+    server: ServerAddress,
+    user: str | None,
+    password: str | bytes | None,
+) -> ldap3.Connection:
+    """A connection to ``server`` over the spec's transport (LDAPS, or StartTLS that never
+    falls back to plain), certificate checked as the spec says, bound as ``user``
+    (anonymous when None). ServerUnusable when the server or the transport failed (the next
+    server may work); BindRefused when the server answered the bind with an error."""
+    tls = ldap3.Tls(
+        validate=ssl.CERT_REQUIRED if directory.verify_certificate else ssl.CERT_NONE,
+        ca_certs_file=str(directory.ca_file) if directory.ca_file else None,
+        version=ssl.PROTOCOL_TLS_CLIENT,
+    )
+    ldap_server = ldap3.Server(
+        server.host,
+        port=server.port,
+        use_ssl=server.ldaps,
+        tls=tls,
+        get_info=ldap3.NONE,
+        connect_timeout=directory.timeout,
+    )
+    connection = ldap3.Connection(
+        ldap_server,
+        user=user,
+        password=password,
+        auto_bind=ldap3.AUTO_BIND_NONE,
+        client_strategy=ldap3.SYNC,
+        read_only=True,
+        raise_exceptions=False,
+        check_names=False,
+        auto_referrals=False,  # a referral is reported as incomplete, never chased
+        auto_range=False,  # ldap3 stops silently when a range sub-search fails: we verify
+        return_empty_attributes=False,
+        # ldap3 packs this into SO_RCVTIMEO as whole seconds: a float raises struct.error.
+        receive_timeout=max(1, math.ceil(directory.timeout)),
+    )
+    del password  # the connection holds it until the bind, and no longer (below)
+    failure: ServerUnusable | None = None
+    try:
+        connection.open()
+        if directory.tls == "starttls" and not server.ldaps:
+            _start_tls(connection)
+        bound = connection.bind()
+    except ldap_errors.LDAPException as exc:
+        failure = ServerUnusable(_exception_text(exc))
+    except ServerUnusable as exc:
+        failure = exc
+    finally:
+        # ldap3's Connection repr shows the password; it is not needed after the bind.
+        connection.password = None
+        connection.request = None  # ldap3 keeps the last request: the bind, with it
+    if failure is not None:
+        # Raised here, not in the except block: no exception context keeps ldap3's frames
+        # (whose locals hold the password) alive for a traceback or a crash reporter.
+        _close(connection)
+        raise failure
+    if not bound:
+        result: dict[str, Any] = connection.result or {}
+        detail = _result_text(connection)
+        _close(connection)
+        raise BindRefused(result.get("result", -1), detail)
+    return connection
+
+
+def naming_context(connection: ldap3.Connection, server: ServerAddress) -> str:
+    """The base DN the server advertises: AD's defaultNamingContext, else its only context."""
+    root = base_search(
+        connection, server, "", ["defaultNamingContext", "namingContexts"], "(objectClass=*)"
+    )
+    attributes = _decoded(root[0]["raw_attributes"]) if root else {}
+    default = attributes.get("defaultnamingcontext", [])
+    contexts = attributes.get("namingcontexts", [])
+    if default:
+        return str(default[0])
+    if len(contexts) == 1:
+        return str(contexts[0])
+    raise DirectoryError(
+        f"{server.url}: cannot tell the base DN: the server advertises "
+        f"{len(contexts)} naming contexts",
+        "set directory.base_dn",
+    )
+
+
+def base_search(
+    connection: ldap3.Connection,
+    server: ServerAddress,
+    dn: str,
+    attributes: Sequence[str],
+    search_filter: str,
+) -> list[dict[str, Any]]:
+    """Read one entry (a base-scope search); anything but result code 0 is an error."""
+    try:
+        connection.search(
+            dn,
+            search_filter,
+            search_scope=ldap3.BASE,
+            attributes=list(attributes),
+            dereference_aliases=ldap3.DEREF_NEVER,
+        )
+    except ldap_errors.LDAPException as exc:
+        raise ServerUnusable(f"the search failed part-way: {_exception_text(exc)}") from None
+    result: dict[str, Any] = connection.result or {}
+    if result.get("result") != 0:
+        raise _incomplete(server, dn, result.get("result", -1), result.get("message") or "")
+    return list(connection.response or [])
 
 
 _RESULT_HINTS = {

@@ -58,6 +58,17 @@ GROUP_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
 DISABLED_MODES = ("deactivate", "exclude", "include")
 DEFAULT_FLAVOR = "generic"
 
+# How `reconciler auth` checks a password on each flavor, unless the spec's auth says otherwise.
+AUTH_FLAVOR_DEFAULTS: Mapping[str, Mapping[str, str]] = {
+    "active_directory": {"mode": "active_directory", "search_attribute": "userPrincipalName"},
+    "openldap": {"mode": "ldap", "search_attribute": "uid"},
+    "generic": {"mode": "ldap", "search_attribute": "uid"},
+}
+DEFAULT_MAX_FAILURES = 5
+DEFAULT_FAILURE_WINDOW = "15m"
+_DURATION = re.compile(r"([1-9][0-9]*)([smhd])")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_PAGE_SIZE = 500
@@ -167,6 +178,19 @@ class ListsSpec:
 
 
 @dataclass(frozen=True)
+class AuthSpec:
+    """How `reconciler auth` checks a user's directory password for this domain."""
+
+    mode: str  # "ldap": search the entry, bind as its DN; "active_directory": bind as UPN
+    search_attribute: str
+    require_recipient: bool = True
+    max_failures: int = DEFAULT_MAX_FAILURES
+    failure_window: float = 900.0  # seconds
+    failure_file: Path | None = None  # None: a file in the repository's .git directory
+    upn_suffix: str | None = None  # AD: appended to a bare user name; None: the domain
+
+
+@dataclass(frozen=True)
 class DomainSpec:
     """One managed domain: where its directory is and how entries become recipients."""
 
@@ -183,6 +207,7 @@ class DomainSpec:
     distribution_lists: ListsSpec | None = None
     rules: tuple[Rule, ...] = ()  # the effective rules: the domain's, then the defaults
     recipient_defaults: Mapping[str, Any] = field(default_factory=dict)
+    auth: AuthSpec = AuthSpec("ldap", "uid")
 
     @cached_property
     def managed_domains(self) -> frozenset[str]:
@@ -247,6 +272,7 @@ def build_spec(merged: Mapping[str, Any], source: Path, inventory_dir: Path) -> 
         ),
         rules=rules,
         recipient_defaults=dict(merged.get("recipient_defaults", {})),
+        auth=_auth_spec(flavor, merged.get("auth", {})),
     )
 
 
@@ -296,6 +322,30 @@ def build_policy(policy: Mapping[str, Any]) -> Policy:
         removal=policy.get("removal", defaults.removal),
         limits=Limits(**limits),
     )
+
+
+def _auth_spec(flavor: str, auth: Mapping[str, Any]) -> AuthSpec:
+    settings = {**AUTH_FLAVOR_DEFAULTS[flavor], **auth}
+    failure_file = settings.get("failure_file")
+    return AuthSpec(
+        mode=settings["mode"],
+        search_attribute=settings["search_attribute"],
+        require_recipient=settings.get("require_recipient", True),
+        max_failures=settings.get("max_failures", DEFAULT_MAX_FAILURES),
+        failure_window=duration_seconds(settings.get("failure_window", DEFAULT_FAILURE_WINDOW)),
+        failure_file=Path(failure_file) if failure_file else None,
+        upn_suffix=settings.get("upn_suffix"),
+    )
+
+
+def duration_seconds(value: str | int) -> float:
+    """``90s``, ``15m``, ``6h``, ``1d`` (or a number of seconds) as seconds."""
+    if isinstance(value, int):
+        return float(value)
+    match = _DURATION.fullmatch(value.strip())
+    if match is None:
+        raise ValueError(f"{value!r} is not a duration like 90s, 15m, 6h or 1d")
+    return float(int(match[1]) * _SECONDS[match[2]])
 
 
 def _implied_tls(servers: list[str]) -> str:

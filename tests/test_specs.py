@@ -82,7 +82,7 @@ def test_an_unknown_nested_key_points_at_the_key(tmp_path: Path) -> None:
 def test_an_unknown_key_like_nothing_lists_the_allowed_keys(tmp_path: Path) -> None:
     text = GOOD + "zzz: 1\n"
     assert only_problem(tmp_path, "example.com.yaml", text) == (
-        "example.com.yaml:5:1: unknown key 'zzz'; allowed: default_rules, directory, "
+        "example.com.yaml:5:1: unknown key 'zzz'; allowed: auth, default_rules, directory, "
         "distribution_lists, domain, domain_aliases, exclude, groups, policy, protected, "
         "recipient_defaults, rules, use_default_rules, users (at zzz)"
     )
