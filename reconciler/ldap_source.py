@@ -247,23 +247,16 @@ class LdapSource:
         paged: bool = True,
     ) -> list[dict[str, Any]]:
         """One search request; anything but result code 0 is an error naming what and where."""
-        try:
-            connection.search(
-                base,
-                search_filter,
-                search_scope=scope,
-                attributes=list(attributes),
-                dereference_aliases=ldap3.DEREF_NEVER,
-                paged_size=self._directory.page_size if paged else None,
-                paged_criticality=paged,
-                paged_cookie=paged_cookie,
-            )
-        except ldap_errors.LDAPException as exc:
-            raise ServerUnusable(f"the search failed part-way: {_exception_text(exc)}") from None
-        result: dict[str, Any] = connection.result or {}
-        if result.get("result") != 0:
-            raise _incomplete(server, base, result.get("result", -1), result.get("message") or "")
-        return list(connection.response or [])
+        return search_request(
+            connection,
+            server,
+            base,
+            scope,
+            search_filter,
+            attributes,
+            page_size=self._directory.page_size if paged else None,
+            paged_cookie=paged_cookie,
+        )
 
     def _naming_context(self, connection: ldap3.Connection, server: ServerAddress) -> str:
         return naming_context(connection, server)
@@ -433,19 +426,38 @@ def base_search(
     search_filter: str,
 ) -> list[dict[str, Any]]:
     """Read one entry (a base-scope search); anything but result code 0 is an error."""
+    return search_request(connection, server, dn, ldap3.BASE, search_filter, attributes)
+
+
+def search_request(
+    connection: ldap3.Connection,
+    server: ServerAddress,
+    base: str,
+    scope: str,
+    search_filter: str,
+    attributes: Sequence[str],
+    *,
+    page_size: int | None = None,
+    paged_cookie: bytes | None = None,
+) -> list[dict[str, Any]]:
+    """One search request through ldap3 (paged, with the control critical, when ``page_size``
+    is given); anything but result code 0 is an error naming what and where."""
     try:
         connection.search(
-            dn,
+            base,
             search_filter,
-            search_scope=ldap3.BASE,
+            search_scope=scope,
             attributes=list(attributes),
             dereference_aliases=ldap3.DEREF_NEVER,
+            paged_size=page_size,
+            paged_criticality=page_size is not None,
+            paged_cookie=paged_cookie,
         )
     except ldap_errors.LDAPException as exc:
         raise ServerUnusable(f"the search failed part-way: {_exception_text(exc)}") from None
     result: dict[str, Any] = connection.result or {}
     if result.get("result") != 0:
-        raise _incomplete(server, dn, result.get("result", -1), result.get("message") or "")
+        raise _incomplete(server, base, result.get("result", -1), result.get("message") or "")
     return list(connection.response or [])
 
 
