@@ -6,6 +6,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any
 
 KINDS = ("mailbox", "alias", "list")
@@ -31,6 +32,10 @@ def canonical_json(value: Any) -> str:
 
 def _yaml_safe(text: str) -> str:
     """JSON text with the characters YAML would misread escaped as \\uXXXX."""
+    # JSON already escapes the C0 controls, so ASCII text (isascii() is a flag, not a scan)
+    # can only hold DEL: no regex search for the usual line.
+    if text.isascii() and "\x7f" not in text:
+        return text
     if _YAML_UNSAFE.search(text) is None:
         return text
     return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
@@ -48,14 +53,17 @@ class Recipient:
     members: tuple[str, ...] | None = None
     username: str | None = None  # the login name (users.username_attribute)
     privileges: tuple[str, ...] | None = None  # given once, from recipient_defaults
+    # to_json()'s answer, kept: the mapping gives all aliases of a mailbox one object, and a
+    # plan asks for the text of each address.
+    _text: str | None = dataclass_field(default=None, init=False, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The plain form written to the state and to JSON plans: no empty fields, fixed order."""
         data: dict[str, Any] = {}
-        for field in FIELD_ORDER:
-            value = getattr(self, field)
+        for name in FIELD_ORDER:
+            value = getattr(self, name)
             if value is not None:
-                data[field] = list(value) if isinstance(value, tuple) else value
+                data[name] = list(value) if isinstance(value, tuple) else value
         return data
 
     def to_json(self) -> str:
@@ -63,29 +71,34 @@ class Recipient:
 
         Mailboxes and aliases (nearly every line of a state) are put together directly:
         this runs once per recipient of every plan."""
-        target = self.target
-        if (
-            self.members is not None
-            or self.privileges is not None
-            or (self.kind != "alias") == (target is not None)
-        ):
+        text = self._text
+        if text is None:
+            text = self._canonical_text()
+            object.__setattr__(self, "_text", text)
+        return text
+
+    def _canonical_text(self) -> str:
+        if self.members is not None or self.privileges is not None:
             return canonical_json(self.to_dict())
-        if target is not None:  # an alias
-            if self.name is not None or self.id is not None or self.status is not None:
-                return canonical_json(self.to_dict())  # a deactivated alias, say
-            text = '{"kind": "alias", "target": ' + _string(target) + "}"
-        else:
-            text = '{"kind": ' + _string(self.kind)
-            if self.name is not None:
-                text += ', "name": ' + _string(self.name)
-            if self.id is not None:
-                text += ', "id": ' + _string(self.id)
+        target = self.target
+        if self.kind == "alias":
+            if target is None or self.name is not None or self.id is not None:
+                return canonical_json(self.to_dict())
             if self.status is not None:
-                text += ', "status": ' + _string(self.status)
-            if self.username is not None:
-                text += ', "username": ' + _string(self.username)
-            text += "}"
-        return _yaml_safe(text)
+                return canonical_json(self.to_dict())  # a deactivated alias, say
+            return _yaml_safe('{"kind": "alias", "target": ' + _string(target) + "}")
+        if target is not None:
+            return canonical_json(self.to_dict())
+        text = '{"kind": ' + _string(self.kind)
+        if self.name is not None:
+            text += ', "name": ' + _string(self.name)
+        if self.id is not None:
+            text += ', "id": ' + _string(self.id)
+        if self.status is not None:
+            text += ', "status": ' + _string(self.status)
+        if self.username is not None:
+            text += ', "username": ' + _string(self.username)
+        return _yaml_safe(text + "}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Recipient:
