@@ -165,6 +165,10 @@ class _UserMapper:
         self.keep_primaries = keep_primaries
         self.lists = lists
         self.trace = result.trace
+        self.id_attribute = users.id_attribute.lower() if users.id_attribute else None
+        # With no exclusions and no trace, accepting an address is one domain lookup and
+        # claiming it one setdefault: done inline, without the methods' bookkeeping.
+        self.plain = self.excludes is None and self.trace is None
 
     def map(self, entry: Entry) -> None:
         result, attributes = self.result, entry.attributes
@@ -202,7 +206,8 @@ class _UserMapper:
             self._invalid(entry, primary_raw)
             return
 
-        entry_id = identity(entry, self.spec.users.id_attribute)
+        ids = attributes.get(self.id_attribute) if self.id_attribute is not None else None
+        entry_id = ids[0] if ids and type(ids[0]) is str else identity(entry, self.id_attribute)
         if entry_id is None:
             result.entries_without_id += 1
             entry_id = entry.dn
@@ -235,9 +240,15 @@ class _UserMapper:
             )
             self._claim(entry, primary, mailbox)
 
+        if len(mail) > 1:
+            addresses = [v for v in mail[1:] if type(v) is str] + addresses
+        if not addresses:
+            return
         alias = Recipient("alias", target=primary)  # one object serves all of them
         seen = {primary}
-        for raw in (*(v for v in mail[1:] if isinstance(v, str)), *addresses):
+        plain, managed, dn = self.plain, self.managed, entry.dn
+        owners, recipients = result.owners, result.recipients
+        for raw in addresses:
             if raw == primary_raw:
                 continue  # AD repeats the mail attribute as "SMTP:…": nothing to normalize
             address = normalize(raw)
@@ -245,8 +256,15 @@ class _UserMapper:
                 self._invalid(entry, raw)
             elif address not in seen:
                 seen.add(address)
-                if self._accept(entry, address):
-                    self._claim(entry, address, alias)
+                if not plain:
+                    if self._accept(entry, address):
+                        self._claim(entry, address, alias)
+                elif address[address.index("@") + 1 :] not in managed:
+                    result.dropped[FOREIGN_DOMAIN] += 1
+                elif (owner := owners.setdefault(address, dn)) == dn:
+                    recipients[address] = alias
+                else:  # as _claim does
+                    result.conflicts.setdefault(address, {owner}).add(dn)
 
     def _accept(self, entry: Entry, address: str) -> bool:
         """Whether the address is in a managed domain and not excluded; counts it when not."""

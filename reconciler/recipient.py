@@ -6,7 +6,6 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from dataclasses import field as dataclass_field
 from typing import Any
 
 KINDS = ("mailbox", "alias", "list")
@@ -53,9 +52,6 @@ class Recipient:
     members: tuple[str, ...] | None = None
     username: str | None = None  # the login name (users.username_attribute)
     privileges: tuple[str, ...] | None = None  # given once, from recipient_defaults
-    # to_json()'s answer, kept: the mapping gives all aliases of a mailbox one object, and a
-    # plan asks for the text of each address.
-    _text: str | None = dataclass_field(default=None, init=False, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The plain form written to the state and to JSON plans: no empty fields, fixed order."""
@@ -71,13 +67,6 @@ class Recipient:
 
         Mailboxes and aliases (nearly every line of a state) are put together directly:
         this runs once per recipient of every plan."""
-        text = self._text
-        if text is None:
-            text = self._canonical_text()
-            object.__setattr__(self, "_text", text)
-        return text
-
-    def _canonical_text(self) -> str:
         if self.members is not None or self.privileges is not None:
             return canonical_json(self.to_dict())
         target = self.target
