@@ -343,7 +343,7 @@ def bind(
     falls back to plain), certificate checked as the spec says, bound as ``user``
     (anonymous when None). ServerUnusable when the server or the transport failed (the next
     server may work); BindRefused when the server answered the bind with an error."""
-    tls = ldap3.Tls(
+    tls = _HandshakeCheckedTls(
         validate=ssl.CERT_REQUIRED if directory.verify_certificate else ssl.CERT_NONE,
         ca_certs_file=str(directory.ca_file) if directory.ca_file else None,
         version=ssl.PROTOCOL_TLS_CLIENT,
@@ -397,6 +397,32 @@ def bind(
         _close(connection)
         raise BindRefused(result.get("result", -1), detail)
     return connection
+
+
+class _HandshakeCheckedTls(ldap3.Tls):  # type: ignore[misc]
+    """ldap3's TLS settings, with the server's name checked by OpenSSL during the handshake.
+
+    ldap3 turns the context's host name check off and compares names itself after the
+    handshake; when they differ it raises with the whole certificate in the message and
+    leaves the wrapped socket open. Here the context checks the name (IP addresses included)
+    as part of the handshake, whose failure closes the socket and says "Hostname mismatch"."""
+
+    def wrap_socket(self, connection: ldap3.Connection, do_handshake: bool = False) -> None:
+        verify = self.validate != ssl.CERT_NONE
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = verify
+        context.verify_mode = ssl.CERT_REQUIRED if verify else ssl.CERT_NONE
+        if verify:
+            if self.ca_certs_file:
+                context.load_verify_locations(self.ca_certs_file)
+            else:
+                context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        connection.socket = context.wrap_socket(
+            connection.socket,
+            server_side=False,
+            do_handshake_on_connect=do_handshake,
+            server_hostname=connection.server.host,
+        )
 
 
 def naming_context(connection: ldap3.Connection, server: ServerAddress) -> str:

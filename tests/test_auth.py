@@ -55,7 +55,6 @@ from reconciler.state import State, dump_state
 pytestmark = [
     pytest.mark.slapd,
     pytest.mark.git,
-    pytest.mark.filterwarnings("ignore:ssl.match_hostname:DeprecationWarning"),
 ]
 
 DOMAIN = "example.com"

@@ -41,8 +41,6 @@ from reconciler.spec import DomainSpec
 
 pytestmark = [
     pytest.mark.slapd,
-    # ldap3 2.9.1 checks hostnames with ssl.match_hostname(), deprecated since 3.7.
-    pytest.mark.filterwarnings("ignore:ssl.match_hostname:DeprecationWarning"),
 ]
 
 DOMAIN = "example.com"
@@ -349,6 +347,27 @@ def test_an_untrusted_certificate_is_refused(
         assert "StartTLS failed" in error
         assert "not falling back to an unencrypted connection" in error
     assert "('" not in error  # ldap3's nested tuple reprs are unwrapped
+
+
+@pytest.mark.parametrize("transport", ["starttls", "ldaps"])
+def test_a_trusted_certificate_for_another_host_name_is_refused(
+    slapd: SlapdServer, tmp_path: Path, transport: str
+) -> None:
+    # 127.1 is 127.0.0.1 to the resolver, but not a name the certificate (IP:127.0.0.1,
+    # DNS:localhost) is for: the chain verifies, the host name check must still refuse it.
+    port = slapd.port if transport == "starttls" else slapd.ldaps_port
+    url = f"{'ldap' if transport == 'starttls' else 'ldaps'}://127.1:{port}"
+    root = workspace(tmp_path, [url], ca_file=copy_ca(slapd.ca_file, tmp_path))
+    error = assert_fails(
+        run(root, "plan"),
+        "no directory server could be read completely",
+        url,
+        "Hostname mismatch, certificate is not valid for '127.1'",
+        "nothing was applied",
+    )
+    assert "subjectAltName" not in error  # the reason, not the whole certificate
+    if transport == "starttls":
+        assert "not falling back to an unencrypted connection" in error
 
 
 @pytest.mark.parametrize("transport", ["starttls", "ldaps"])
