@@ -20,6 +20,7 @@ import jsonschema
 from reconciler.errors import ConfigError, FilterSyntaxError, SpecErrors
 from reconciler.ldapfilter import parse_filter
 from reconciler.rules import rule_problems
+from reconciler.runspec import automation_problems
 from reconciler.spec import (
     DEFAULT_FLAVOR,
     FLAVOR_DEFAULTS,
@@ -298,6 +299,8 @@ def _semantic_problems(
             for field, message in rule_problems(Rule(**rule)):
                 add([key, index, field], message)
 
+    for path, message in automation_problems(merged, inventory_dir):
+        add(path, message)
     problems += _directory_problems(merged["directory"], layers, inventory_dir)
     return problems
 
