@@ -91,7 +91,7 @@ def test_every_notify_key(tmp_path: Path) -> None:
                 "bot",
                 {"env": "SMTP_PASSWORD"},
                 5.0,
-            ),  # fmt: skip
+            ),
             on=frozenset({"errors"}),
         ),
         webhook=WebhookSpec(
@@ -124,7 +124,8 @@ SMTP = GOOD + EMAIL + "    smtp: {host: localhost, "
         ),
         (
             GOOD + "schedule: {every: 90s}\n",
-            "example.com.yaml:5:19: '90s' is not an interval like 30m, 6h or 1d (at schedule/every)",
+            "example.com.yaml:5:19: '90s' is not an interval like 30m, 6h or 1d "
+            "(at schedule/every)",
         ),
         (
             GOOD + "schedule:\n  every: 6h\n  times_per_day: 4\n",
@@ -133,7 +134,8 @@ SMTP = GOOD + EMAIL + "    smtp: {host: localhost, "
         ),
         (
             GOOD + "schedule: {times_per_day: 25}\n",
-            "example.com.yaml:5:27: 25 is greater than the maximum of 24 (at schedule/times_per_day)",
+            "example.com.yaml:5:27: 25 is greater than the maximum of 24 "
+            "(at schedule/times_per_day)",
         ),
         (
             GOOD + "schedule: {times_per_day: 0}\n",
