@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from reconciler.errors import EXIT_ERROR, EXIT_REFUSED, GitError, ReconcilerError
+from reconciler.errors import EXIT_ERROR, EXIT_REFUSED, ReconcilerError
 from reconciler.gitstore import GitStore
 from reconciler.guards import Overrides
 from reconciler.inventory import check_inventory, spec_files
@@ -226,7 +226,7 @@ def _commit(workspace: Workspace, store: GitStore, planned: Planned) -> DomainRu
         [applied] = commit_planned(workspace, store, [planned], Overrides(), trailers=RUN_TRAILERS)
     except GuardsRefused as exc:
         return DomainRun(domain, REFUSED, planned, reasons=tuple(exc.reasons))
-    except GitError as exc:
+    except ReconcilerError as exc:  # a hook said no, the branch moved, a file is unwritable
         return DomainRun(domain, FAILED, planned, reasons=(str(exc),))
     outcome = APPLIED if applied.commit else IN_SYNC
     return DomainRun(domain, outcome, planned, applied.commit)
