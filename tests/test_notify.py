@@ -340,7 +340,12 @@ def test_rejected_recipients_are_reported(
 # --- STARTTLS and AUTH ----------------------------------------------------------------------------
 
 
-def tls_repo(root: Path, port: int, ca: Path, smtp: str) -> Path:
+AUTH_SMTP = ", starttls: true, ca_file: certs/smtp-ca.pem, username: bot, password: {env: SMTP_PW}"
+
+
+def tls_repo(root: Path, port: int, ca: Path, smtp: str = AUTH_SMTP) -> Path:
+    """A repository whose example.com mails through ``port`` trusting ``ca``; the current dir
+    is not changed."""
     repo = notify_repo(root, email(port, smtp=smtp))
     (repo / "inventories" / "certs").mkdir()
     shutil.copy(ca, repo / "inventories" / "certs" / "smtp-ca.pem")
@@ -348,35 +353,39 @@ def tls_repo(root: Path, port: int, ca: Path, smtp: str) -> Path:
     return repo
 
 
-def test_starttls_and_auth_with_a_password_from_the_environment(
+@pytest.fixture
+def auth_repo(
     tls_inbox: tuple[Inbox, int],
     certificates: tuple[Path, Path, Path],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
+) -> tuple[Inbox, Path]:
+    """The STARTTLS + AUTH server and a repository logging in to it as bot with $SMTP_PW
+    (unset: each test sets it); the current directory."""
     handler, port = tls_inbox
-    smtp = ", starttls: true, ca_file: certs/smtp-ca.pem, username: bot, password: {env: SMTP_PW}"
-    repo = tls_repo(tmp_path, port, certificates[0], smtp)
+    repo = tls_repo(tmp_path, port, certificates[0])
     monkeypatch.chdir(repo)
+    monkeypatch.delenv("SMTP_PW", raising=False)
+    return handler, repo
+
+
+def test_starttls_and_auth_with_a_password_from_the_environment(
+    auth_repo: tuple[Inbox, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handler, _ = auth_repo
     monkeypatch.setenv("SMTP_PW", CANARY)
     result = invoke("run", DOMAIN)
     assert result.exit_code == 0, result.stderr
     assert handler.logins == [("bot", CANARY)]
     assert len(handler.messages) == 1
     assert CANARY not in result.stdout + result.stderr
-    assert "sent" in result.stderr
+    assert "example.com: email to postmaster@example.com, ops@example.com: sent" in result.stderr
 
 
 def test_a_wrong_smtp_password_is_reported_without_the_password(
-    tls_inbox: tuple[Inbox, int],
-    certificates: tuple[Path, Path, Path],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    auth_repo: tuple[Inbox, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    handler, port = tls_inbox
-    smtp = ", starttls: true, ca_file: certs/smtp-ca.pem, username: bot, password: {env: SMTP_PW}"
-    repo = tls_repo(tmp_path, port, certificates[0], smtp)
-    monkeypatch.chdir(repo)
+    handler, repo = auth_repo
     wrong = "canary-wrong-Pa55word"
     monkeypatch.setenv("SMTP_PW", wrong)
     result = invoke("run", DOMAIN)
@@ -388,17 +397,8 @@ def test_a_wrong_smtp_password_is_reported_without_the_password(
     assert state_path(repo, DOMAIN).exists()
 
 
-def test_an_unset_password_variable_is_reported(
-    tls_inbox: tuple[Inbox, int],
-    certificates: tuple[Path, Path, Path],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    handler, port = tls_inbox
-    smtp = ", starttls: true, ca_file: certs/smtp-ca.pem, username: bot, password: {env: SMTP_PW}"
-    repo = tls_repo(tmp_path, port, certificates[0], smtp)
-    monkeypatch.chdir(repo)
-    monkeypatch.delenv("SMTP_PW", raising=False)
+def test_an_unset_password_variable_is_reported(auth_repo: tuple[Inbox, Path]) -> None:
+    handler, _ = auth_repo
     result = invoke("run", DOMAIN)
     assert result.exit_code == 0
     assert "failed: notify.email.smtp.password: environment variable SMTP_PW is not set" in (
@@ -411,9 +411,7 @@ def test_an_untrusted_certificate_stops_before_auth(
     tls_inbox: tuple[Inbox, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     handler, port = tls_inbox
-    other_ca = make_ca(tmp_path / "other-ca")
-    smtp = ", starttls: true, ca_file: certs/smtp-ca.pem, username: bot, password: {env: SMTP_PW}"
-    repo = tls_repo(tmp_path, port, other_ca, smtp)
+    repo = tls_repo(tmp_path, port, make_ca(tmp_path / "other-ca"))
     monkeypatch.chdir(repo)
     monkeypatch.setenv("SMTP_PW", CANARY)
     result = invoke("run", DOMAIN)
@@ -434,7 +432,7 @@ def test_starttls_never_falls_back_to_plain(
     assert handler.messages == []
 
 
-def test_a_plain_server_without_starttls_refuses_auth_when_tls_is_required(
+def test_a_server_requiring_starttls_refuses_a_plain_client(
     tls_inbox: tuple[Inbox, int],
     certificates: tuple[Path, Path, Path],
     tmp_path: Path,
@@ -446,6 +444,7 @@ def test_a_plain_server_without_starttls_refuses_auth_when_tls_is_required(
     result = invoke("run", DOMAIN)
     assert result.exit_code == 0
     assert "email to postmaster@example.com, ops@example.com: failed: " in result.stdout
+    assert "STARTTLS" in result.stdout  # the server's answer: 530 Must issue a STARTTLS first
     assert handler.messages == []
 
 
