@@ -111,9 +111,19 @@ def notify(spec: NotifySpec, report: Report, base_dir: Path) -> list[Delivery]:
         deliveries.append(_deliver(channel, lambda: send_email(email, report, base_dir)))
     if spec.webhook is not None and report.event in spec.webhook.on:
         webhook = spec.webhook
-        channel = f"webhook to {urllib.parse.urlsplit(webhook.url).netloc}"
+        channel = f"webhook to {_host(webhook.url)}"
         deliveries.append(_deliver(channel, lambda: post_webhook(webhook, report, base_dir)))
     return deliveries
+
+
+def _host(url: str) -> str:
+    """host[:port] of a URL: never its user:password@ part, path or query."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return (parts.hostname or "?") + (f":{port}" if port else "")
 
 
 def _deliver(channel: str, send: Callable[[], None]) -> Delivery:
@@ -174,11 +184,15 @@ def post_webhook(spec: WebhookSpec, report: Report, base_dir: Path) -> None:
     a reply that is not 2xx."""
     headers = {"Content-Type": "application/json", "User-Agent": f"reconciler/{__version__}"}
     for name, value in spec.headers.items():
-        headers[name] = (
+        text = (
             value
             if isinstance(value, str)
             else resolve_secret(value, base_dir, f"notify.webhook.headers.{name}").reveal()
         )
+        if any(c in text for c in "\r\n\0"):
+            # http.client would refuse it with the value in its message: a token's, maybe.
+            raise OSError(f"the value of header {name} has a line break or NUL")
+        headers[name] = text
     data = json.dumps(payload(report), ensure_ascii=False, sort_keys=True).encode("utf-8")
     request = urllib.request.Request(spec.url, data=data, headers=headers, method="POST")
     try:

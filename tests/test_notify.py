@@ -504,3 +504,24 @@ def test_an_unreachable_webhook_is_reported(
     result = invoke("run", DOMAIN)
     assert result.exit_code == 0
     assert "failed: OSError: cannot reach the webhook" in result.stdout
+
+
+def test_a_header_secret_with_a_line_break_is_refused_without_showing_it(
+    webhook: tuple[Hook, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hook, port = webhook
+    notify = (
+        f"  webhook:\n    url: 'http://bot:{TOKEN}@127.0.0.1:{port}/x'\n"
+        "    headers: {Authorization: {env: HOOK_TOKEN}}\n"
+    )
+    repo = notify_repo(tmp_path, notify)
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("HOOK_TOKEN", f"Bearer {TOKEN}\nX-Injected: 1")
+    result = invoke("run", DOMAIN)
+    assert result.exit_code == 0
+    assert (
+        f"webhook to 127.0.0.1:{port}: failed: OSError: the value of header Authorization "
+        "has a line break or NUL"
+    ) in result.stdout
+    assert TOKEN not in result.stdout + result.stderr, "nor the URL's user:password@"
+    assert hook.posts == []
