@@ -40,6 +40,7 @@ from reconciler.reconcile import (
 from reconciler.render import iter_json, iter_text, render_domain_text
 from reconciler.rules import rules_csv
 from reconciler.savedplan import load_plan, write_plan
+from reconciler.schedule import Shard, parse_shard
 from reconciler.secrets import Secret
 
 log = logging.getLogger("reconciler")
@@ -479,6 +480,65 @@ def _read_password() -> Secret:
         return Secret(typed, "the prompt")
     line = sys.stdin.readline()
     return Secret(line.removesuffix("\n").removesuffix("\r"), "standard input")
+
+
+def _shard(value: str | None) -> Shard | None:
+    if value is None:
+        return None
+    try:
+        return parse_shard(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+@command("run")
+def run_command(
+    options: Options,
+    domains: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="DOMAIN",
+            help="Sync these domains now [default: every domain whose schedule is due].",
+            show_default=False,
+        ),
+    ] = None,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs", "-j", metavar="N", min=1, help="Read N domains' directories at a time."
+        ),
+    ] = 1,
+    shard: Annotated[
+        Shard | None,
+        typer.Option(
+            "--shard",
+            metavar="I/N",
+            parser=_shard,
+            help="Only the I-th of N stable shares of the domains (by a hash of the name).",
+        ),
+    ] = None,
+) -> int:
+    """The automated job: plan and apply each due domain under every guard, committing each
+    domain on its own, then notify. Exit 1 if a domain failed, else 4 if one was refused."""
+    from reconciler.runner import run, summary_table
+
+    result = run(options.workspace(), domains or [], jobs=jobs, shard=shard)
+    for domain, due in result.not_due:
+        log.debug("%s: not due until %s", domain, due.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    if result.not_due or result.unscheduled:
+        log.info(
+            "skipped %d domains not due yet, %d without a schedule (name them to run them now)",
+            len(result.not_due),
+            len(result.unscheduled),
+        )
+    for done in result.domains:
+        for reason in done.reasons:  # the table shows the first line of the first one
+            log.info("%s: %s", done.domain, reason)
+    if result.domains:
+        typer.echo("\n".join(summary_table(result)))
+    else:
+        log.info("no domain to run")
+    return result.exit_code
 
 
 def _version(value: bool) -> None:

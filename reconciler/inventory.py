@@ -20,6 +20,7 @@ import jsonschema
 from reconciler.errors import ConfigError, FilterSyntaxError, SpecErrors
 from reconciler.ldapfilter import parse_filter
 from reconciler.rules import rule_problems
+from reconciler.runspec import automation_problems
 from reconciler.spec import (
     DEFAULT_FLAVOR,
     FLAVOR_DEFAULTS,
@@ -217,6 +218,17 @@ def _schema_problems(
     if error.validator == "pattern" and path[-2:-1] == ["servers"]:
         message = f"{instance!r} is not an ldap://host[:port] or ldaps://host[:port] URL"
         return [Problem(_locate(layers, path), path, message)]
+    if error.validator == "pattern" and path[-2:] == ["schedule", "every"]:
+        message = f"{instance!r} is not an interval like 30m, 6h or 1d"
+        return [Problem(_locate(layers, path), path, message)]
+    if error.validator == "pattern" and path[-2:] == ["webhook", "url"]:
+        message = f"{instance!r} is not an http:// or https:// URL"
+        return [Problem(_locate(layers, path), path, message)]
+    if error.validator == "pattern" and path[:2] == ["notify", "email"]:
+        return [Problem(_locate(layers, path), path, f"{instance!r} is not a mail address")]
+    if error.validator == "anyOf" and path[-2:-1] == ["headers"]:
+        message = f"expected a string or {{env: VAR}} / {{file: PATH}}, got {_describe(instance)}"
+        return [Problem(_locate(layers, path), path, message)]
     if error.validator == "type" and path[-1:] == ["password"]:
         message = "inline passwords are not allowed: write {env: VAR} or {file: PATH}"
         return [Problem(_locate(layers, path), path, message)]
@@ -298,6 +310,8 @@ def _semantic_problems(
             for field, message in rule_problems(Rule(**rule)):
                 add([key, index, field], message)
 
+    for path, message in automation_problems(merged, inventory_dir):
+        add(path, message)
     problems += _directory_problems(merged["directory"], layers, inventory_dir)
     return problems
 

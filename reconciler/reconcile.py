@@ -174,7 +174,7 @@ def plan_all(
     planned = []
     for spec in load_specs(workspace.inventory_dir, domains):
         path = workspace.state_file(spec.domain)
-        with _bulk_objects():
+        with bulk_objects():
             state = load_state(path, spec.domain)
             made_from = (
                 {"spec": spec.digest, "state": state_fingerprint(path)} if fingerprints else None
@@ -202,7 +202,7 @@ def base_commit(workspace: Workspace) -> str | None:
 
 
 @contextlib.contextmanager
-def _bulk_objects() -> Iterator[None]:
+def bulk_objects() -> Iterator[None]:
     """Pause the cyclic garbage collector while a domain's recipients are built.
 
     Hundreds of thousands of long-lived, acyclic objects (entries, recipients, changes) make
@@ -234,40 +234,68 @@ def apply_all(
     to that new branch and leave the current branch and work tree alone.
     """
     with workspace.store() as store, store.lock():
-        _recover(store)
-        store.preflight([workspace.state_dir, workspace.inventory_dir], detached_ok=bool(branch))
+        prepare(workspace, store, detached_ok=bool(branch))
         if saved is not None:
             domains = [entry.domain for entry in saved.domains]
         planned = plan_all(workspace, domains, fingerprints=saved is not None)
-        plans = [item.plan for item in planned]
         if saved is not None:
-            check_fresh(saved, plans, store.head())
-        refusals = remaining(plans, overrides or Overrides())
-        if refusals:
-            raise RefusedError(
-                "apply refused, nothing was applied:\n  " + "\n  ".join(r.message for r in refusals)
-            )
-        if not any(plan.has_changes for plan in plans):
-            return [Applied(plan, None) for plan in plans]
-        applied = []
-        with transaction(store, branch=branch) as txn:
-            for item in planned:
-                if not item.plan.has_changes:
-                    applied.append(Applied(item.plan, None))
-                    continue
-                recipients = apply_changes(item.state.recipients, item.plan.changes)
-                new_state = State(item.spec.domain, recipients, item.state.hold)
-                try:
-                    sha = _commit_state(
-                        workspace, txn, new_state, commit_message(item.plan, "apply")
-                    )
-                except GitError as exc:
-                    raise GitError(
-                        f"{item.spec.domain}: {exc.message}",
-                        "nothing was applied: no domain's commit was published",
-                    ) from None
-                applied.append(Applied(item.plan, sha))
-        return applied
+            check_fresh(saved, [item.plan for item in planned], store.head())
+        return commit_planned(workspace, store, planned, overrides or Overrides(), branch=branch)
+
+
+class GuardsRefused(RefusedError):
+    """The guards refused a run's plans; ``reasons`` are the refusals' messages."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__("apply refused, nothing was applied:\n  " + "\n  ".join(reasons))
+        self.reasons = reasons
+
+
+def prepare(workspace: Workspace, store: GitStore, *, detached_ok: bool = False) -> None:
+    """Under the lock, before any plan: finish what a killed run left, refuse an unsafe tree."""
+    _recover(store)
+    store.preflight([workspace.state_dir, workspace.inventory_dir], detached_ok=detached_ok)
+
+
+def commit_planned(
+    workspace: Workspace,
+    store: GitStore,
+    planned: Sequence[Planned],
+    overrides: Overrides,
+    *,
+    branch: str | None = None,
+    trailers: dict[str, str] | None = None,
+) -> list[Applied]:
+    """Check the guards of ``planned`` together, then commit each changed domain (one commit
+    per domain) in one transaction: all published, or none (GuardsRefused, GitError).
+
+    `apply` passes every domain of the run at once; `run` passes one domain at a time, so that
+    one refused or failing domain does not hold back the others. The caller holds the lock.
+    """
+    plans = [item.plan for item in planned]
+    refusals = remaining(plans, overrides)
+    if refusals:
+        raise GuardsRefused([r.message for r in refusals])
+    if not any(plan.has_changes for plan in plans):
+        return [Applied(plan, None) for plan in plans]
+    applied = []
+    with transaction(store, branch=branch) as txn:
+        for item in planned:
+            if not item.plan.has_changes:
+                applied.append(Applied(item.plan, None))
+                continue
+            recipients = apply_changes(item.state.recipients, item.plan.changes)
+            new_state = State(item.spec.domain, recipients, item.state.hold)
+            message = commit_message(item.plan, "apply", trailers=trailers)
+            try:
+                sha = _commit_state(workspace, txn, new_state, message)
+            except GitError as exc:
+                raise GitError(
+                    f"{item.spec.domain}: {exc.message}",
+                    "nothing was applied: no domain's commit was published",
+                ) from None
+            applied.append(Applied(item.plan, sha))
+    return applied
 
 
 def _recover(store: GitStore) -> None:

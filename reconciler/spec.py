@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.ldapfilter import parse_filter
+from reconciler.runspec import NotifySpec, ScheduleSpec, build_notify, build_schedule
 
 # What each directory flavor means for the users keys a spec leaves out (DESIGN.md §3).
 FLAVOR_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
@@ -208,6 +209,8 @@ class DomainSpec:
     rules: tuple[Rule, ...] = ()  # the effective rules: the domain's, then the defaults
     recipient_defaults: Mapping[str, Any] = field(default_factory=dict)
     auth: AuthSpec = AuthSpec("ldap", "uid")
+    schedule: ScheduleSpec | None = None  # None: `reconciler run` syncs it only when named
+    notify: NotifySpec = field(default_factory=NotifySpec)
 
     @cached_property
     def managed_domains(self) -> frozenset[str]:
@@ -273,6 +276,8 @@ def build_spec(merged: Mapping[str, Any], source: Path, inventory_dir: Path) -> 
         rules=rules,
         recipient_defaults=dict(merged.get("recipient_defaults", {})),
         auth=_auth_spec(flavor, merged.get("auth", {})),
+        schedule=build_schedule(merged.get("schedule")),
+        notify=build_notify(merged.get("notify"), inventory_dir),
     )
 
 

@@ -83,8 +83,8 @@ def test_an_unknown_key_like_nothing_lists_the_allowed_keys(tmp_path: Path) -> N
     text = GOOD + "zzz: 1\n"
     assert only_problem(tmp_path, "example.com.yaml", text) == (
         "example.com.yaml:5:1: unknown key 'zzz'; allowed: auth, default_rules, directory, "
-        "distribution_lists, domain, domain_aliases, exclude, groups, policy, protected, "
-        "recipient_defaults, rules, use_default_rules, users (at zzz)"
+        "distribution_lists, domain, domain_aliases, exclude, groups, notify, policy, protected, "
+        "recipient_defaults, rules, schedule, use_default_rules, users (at zzz)"
     )
 
 
