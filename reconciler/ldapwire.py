@@ -3,7 +3,9 @@
 ldap3 keeps connecting, TLS, binding and encoding requests; its response decoding is what makes
 large reads slow. :class:`MessageReader` turns the bytes a server sends into LDAPMessages (RFC
 4511): search entries, references and results (with the RFC 2696 paging cookie) in full, every
-other response as :class:`OtherMessage` carrying only its tag.
+other response as :class:`OtherMessage` carrying only its tag. :func:`frame_message` wraps a
+request ldap3 encoded once in the LDAPMessage of each page, so that a page costs no ASN.1
+object building beyond its paging control.
 
 Strict: BER with definite lengths (long form of 1-4 octets) and single-octet tags; every element
 lies inside its parent, constructed elements are consumed exactly, tags are checked wherever the
@@ -367,6 +369,26 @@ def _decode(buf: bytes, p: int, end: int, types: _Types, binary: frozenset[str] 
     if tag == 0x65:
         op = SearchDone(code, matched, diagnostic, referrals, cookie)
     return msgid, op
+
+
+def frame_message(message_id: int, operation: bytes, controls: tuple[bytes, ...] = ()) -> bytes:
+    """An LDAPMessage (RFC 4511 4.1.1) around a protocolOp and Controls already encoded (by
+    ldap3): what a paged search sends again for every page, with only the cookie changed."""
+    if not 0 <= message_id < 2**31:
+        raise ValueError(f"message ID {message_id} is not in 0..2**31-1")
+    body = _tlv(0x02, message_id.to_bytes(message_id.bit_length() // 8 + 1)) + operation
+    if controls:
+        body += _tlv(0xA0, b"".join(controls))
+    return _tlv(0x30, body)
+
+
+def _tlv(tag: int, contents: bytes) -> bytes:
+    """One element with a definite length in its shortest form."""
+    n = len(contents)
+    if n < 0x80:
+        return bytes((tag, n)) + contents
+    octets = n.to_bytes((n.bit_length() + 7) // 8)
+    return bytes((tag, 0x80 | len(octets))) + octets + contents
 
 
 class MessageReader:

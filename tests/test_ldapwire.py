@@ -40,6 +40,7 @@ from reconciler.ldapwire import (
     SearchDone,
     SearchEntry,
     SearchReference,
+    frame_message,
 )
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ldapwire" / "paged_search.ber"
@@ -1027,3 +1028,55 @@ def write_fixture() -> None:
 
 if __name__ == "__main__":
     write_fixture()
+
+
+# --- framing requests ---------------------------------------------------------------------------
+
+
+def _ldap3_message(
+    message_id: int, search_filter: str, attributes: list[str], cookie: bytes
+) -> Any:
+    from ldap3 import DEREF_NEVER
+    from ldap3.operation.search import search_operation
+    from ldap3.protocol.convert import build_controls_list
+    from ldap3.protocol.rfc2696 import paged_search_control
+    from ldap3.protocol.rfc4511 import LDAPMessage, MessageID, ProtocolOp
+
+    request = search_operation(
+        BASE_DN, search_filter, SUBTREE, DEREF_NEVER, attributes, 0, 0, False, False, None, None,
+        validator=None, check_names=False,
+    )  # fmt: skip
+    operation = ProtocolOp().setComponentByName("searchRequest", request)
+    control = paged_search_control(True, 500, cookie)
+    message = LDAPMessage()
+    message["messageID"] = MessageID(message_id)
+    message["protocolOp"] = operation
+    message["controls"] = build_controls_list([control])
+    return message, operation, control
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    message_id=st.one_of(st.integers(0, 300), st.integers(0, 2**31 - 1)),
+    cookie=st.binary(max_size=300),
+    names=st.lists(st.from_regex(r"[a-z][a-z0-9]{0,30}", fullmatch=True), max_size=40),
+    value=st.text(alphabet="abcdefghij*", min_size=0, max_size=200).map(
+        lambda v: v.replace("**", "*")
+    ),
+)
+def test_framed_requests_are_what_ldap3_itself_would_send(
+    message_id: int, cookie: bytes, names: list[str], value: str
+) -> None:
+    from ldap3.utils.asn1 import encode
+
+    search_filter = f"(&(objectClass=inetOrgPerson)(mail={value or '*'}))"
+    message, operation, control = _ldap3_message(message_id, search_filter, names, cookie)
+    framed = frame_message(message_id, encode(operation), (encode(control),))
+    assert framed == encode(message)
+
+
+def test_a_message_id_outside_ldaps_range_is_refused() -> None:
+    with pytest.raises(ValueError, match="message ID"):
+        frame_message(2**31, b"")
+    with pytest.raises(ValueError, match="message ID"):
+        frame_message(-1, b"")
