@@ -20,7 +20,6 @@ from typing import Annotated, Any
 import typer
 
 from reconciler import __version__
-from reconciler.auth import authenticate
 from reconciler.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_REFUSED, ReconcilerError
 from reconciler.guards import Overrides
 from reconciler.inventory import check_inventory, load_specs
@@ -468,6 +467,8 @@ def auth_command(
 ) -> int:
     """Check a user's password against the domain's directory (read from stdin when it is not a
     terminal, else prompted without echo). Prints the user's address; exit 1 when refused."""
+    from reconciler.auth import authenticate  # (and its failure counter): only for this command
+
     login = authenticate(options.workspace(), domain, username, _read_password())
     typer.echo(login.address or login.dn)
     return 0

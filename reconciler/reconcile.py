@@ -16,7 +16,7 @@ from pathlib import Path
 
 from reconciler.directory import DirectorySource, ReadInterrupted, open_source
 from reconciler.errors import ConfigError, GitError, RefusedError
-from reconciler.gitstore import Commit, GitStore
+from reconciler.gitstore import Commit, GitStore, find_git_dir
 from reconciler.groups import members_of, read_groups
 from reconciler.guards import Overrides, remaining
 from reconciler.inventory import load_specs
@@ -185,11 +185,8 @@ def plan_all(
 
 def unfinished_apply(workspace: Workspace) -> str | None:
     """A warning when a killed apply left the work tree behind its commits, else None."""
-    try:
-        with workspace.store() as store:
-            return unfinished(store)
-    except GitError:
-        return None
+    git_dir = find_git_dir(workspace.repo_dir)
+    return unfinished(git_dir) if git_dir is not None else None
 
 
 def base_commit(workspace: Workspace) -> str | None:

@@ -110,9 +110,9 @@ def _publish(txn: Transaction) -> None:
     journal.unlink()
 
 
-def unfinished(store: GitStore) -> str | None:
+def unfinished(git_dir: Path) -> str | None:
     """What a killed run left for the next apply to finish (for `plan` to warn), or None."""
-    if not (store.git_dir / JOURNAL).exists():
+    if not (git_dir / JOURNAL).exists():
         return None
     return (
         "an interrupted apply published its commits but did not update the work tree; "
