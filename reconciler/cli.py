@@ -195,11 +195,17 @@ def _register(func: Callable[..., int], name: str | None) -> Callable[..., None]
     return run
 
 
-def _write(chunks: Iterable[str]) -> None:
-    """Stream a large result to stdout without building it as one string."""
+def _write(chunks: Iterable[str], per_write: int = 4096) -> None:
+    """Stream a large result to stdout without building it as one string: ``per_write``
+    pieces (lines of a plan) joined for each write, not a write call per line."""
     out = sys.stdout
+    batch: list[str] = []
     for chunk in chunks:
-        out.write(chunk)
+        batch.append(chunk)
+        if len(batch) == per_write:
+            out.write("".join(batch))
+            batch.clear()
+    out.write("".join(batch))
     out.flush()
 
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.mapping import Conflict
-from reconciler.plan import DomainPlan, apply_changes, compute_changes
+from reconciler.plan import DomainPlan, apply_changes, compute_changes, summarize
 from reconciler.recipient import Recipient
 from reconciler.render import commit_message, render_json, render_text
 from reconciler.state import (
@@ -268,3 +268,9 @@ def test_a_loaded_state_is_walked_without_building_an_index_until_asked_by_addre
     assert stored._index is None  # the diff walked the text
     assert stored["bob@example.com"] == BOB
     assert stored._index is not None
+
+
+@given(name=st.text(min_size=1))
+def test_plan_lines_quote_names_as_json_does(name: str) -> None:
+    mailbox = Recipient("mailbox", name, "1", "active")
+    assert summarize(mailbox) == f"mailbox {json.dumps(name, ensure_ascii=False)}"
