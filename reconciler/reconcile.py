@@ -110,7 +110,12 @@ def map_directory(source: DirectorySource, spec: DomainSpec, *, trace: str | Non
         result.entries_read += len(lists)
         map_lists(lists, spec, result)
     result.admitted_by = members
-    return finish(result)
+    finish(result)
+    # Which entry claimed which address matters only while entries claim them (conflicts are
+    # recorded by then); dropped before the diff, when a big plan holds the most memory.
+    result.owners.clear()
+    result.primary_of.clear()
+    return result
 
 
 def plan_domain(
