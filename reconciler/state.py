@@ -9,6 +9,7 @@ safe loader, and is rewritten canonically by the next apply.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import itertools
 import json
@@ -120,6 +121,16 @@ class StoredRecipients(Mapping[str, Recipient]):
         """The canonical line of ``address`` (what Recipient.to_json() gives)."""
         return self._by_address()[address]
 
+    def _spliced(self) -> tuple[int, Iterator[str]] | None:
+        """(line count, text of the recipient lines) when they can be cut from a loaded file's
+        text (that file, or a view of changes over it), else None."""
+        lines = self._lines
+        if isinstance(lines, _FileLines):
+            return lines.spliced([])
+        if isinstance(lines, _UpdatedLines) and isinstance(lines.base._lines, _FileLines):
+            return lines.base._lines.spliced(sorted(lines.changes.items()))
+        return None
+
     def updated(self, changes: Iterable[tuple[str, Recipient | None]]) -> StoredRecipients:
         """These recipients with each (address, recipient or None for removal) applied: a view
         over them, so writing a 100k-line state after a few changes copies nothing."""
@@ -152,6 +163,38 @@ class _FileLines:
         for start, end in zip(self.starts, self.ends, strict=True):
             yield text[line + 2 : start - 2]
             line = end + 1
+
+    def _line_start(self, index: int) -> int:
+        return self.first if index == 0 else self.ends[index - 1] + 1
+
+    def _address_at(self, index: int) -> str:
+        return self.text[self._line_start(index) + 2 : self.starts[index] - 2]
+
+    def spliced(self, changes: list[tuple[str, str | None]]) -> tuple[int, Iterator[str]]:
+        """The file's recipient lines with sorted ``changes`` (a new line, or None to drop)
+        applied, as (how many lines, their text in pieces): the unchanged stretches between
+        changes are slices of the file's text, so a few changes to a big state cost a few
+        binary searches, not a pass over every line."""
+        count = len(self.ends)
+        located = []
+        for address, line in changes:
+            index = bisect.bisect_left(range(count), address, key=self._address_at)
+            present = index < count and self._address_at(index) == address
+            located.append((address, line, index, present))
+        total = count + sum((line is not None) - present for _, line, _, present in located)
+        return total, self._pieces(located)
+
+    def _pieces(self, located: list[tuple[str, str | None, int, bool]]) -> Iterator[str]:
+        text, position = self.text, self.first
+        for address, line, index, present in located:
+            start = self._line_start(index)
+            if start > position:
+                yield text[position:start]
+            if line is not None:
+                yield f"  {_key(address)}: {line}\n"
+            position = self.ends[index] + 1 if present else start
+        if position < len(text):  # the file ends with its last recipient line
+            yield text[position:]
 
 
 class _UpdatedLines:
@@ -201,19 +244,20 @@ def dump_state(state: State, spec_source: str) -> str:
 def iter_state_text(state: State, spec_source: str, lines_per_chunk: int = 4096) -> Iterator[str]:
     """:func:`dump_state`'s text in pieces of a few thousand lines, to write without holding
     the whole file."""
-    hold = canonical_json(state.hold.to_dict()) if state.hold else "null"
     recipients = state.recipients
+    spliced = recipients._spliced() if isinstance(recipients, StoredRecipients) else None
+    if spliced is not None:  # lines cut from the file loaded, with the changes put in
+        count, pieces = spliced
+        yield _header(state, spec_source, empty=not count)
+        yield from pieces
+        return
     items = (
         recipients.items_text()
         if isinstance(recipients, StoredRecipients)
         else ((a, recipients[a].to_json()) for a in sorted(recipients))
     )
     first = next(items, None)  # (an updated view counts its lines only by walking them)
-    yield (
-        f"# Managed by reconciler from {spec_source}. Do not edit by hand.\n"
-        f"domain: {state.domain}\n"  # validated domain names need no quoting
-        f"hold: {hold}\n" + ("recipients: {}\n" if first is None else "recipients:\n")
-    )
+    yield _header(state, spec_source, empty=first is None)
     if first is None:
         return
     chunk: list[str] = []
@@ -224,6 +268,15 @@ def iter_state_text(state: State, spec_source: str, lines_per_chunk: int = 4096)
             chunk.clear()
     if chunk:
         yield "".join(chunk)
+
+
+def _header(state: State, spec_source: str, *, empty: bool) -> str:
+    hold = canonical_json(state.hold.to_dict()) if state.hold else "null"
+    return (
+        f"# Managed by reconciler from {spec_source}. Do not edit by hand.\n"
+        f"domain: {state.domain}\n"  # validated domain names need no quoting
+        f"hold: {hold}\n" + ("recipients: {}\n" if empty else "recipients:\n")
+    )
 
 
 def write_state(path: Path, text: str | Iterable[str]) -> None:

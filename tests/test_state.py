@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
 from reconciler.errors import StateError
@@ -21,6 +23,7 @@ from reconciler.state import (
     _NotCanonical,
     _parse_canonical,
     dump_state,
+    iter_state_text,
     load_state,
     parse_state,
     state_path,
@@ -452,3 +455,34 @@ def test_mailboxes_with_user_names_and_disabled_ones_are_read_whole() -> None:
     text = dump_state(State("example.com", given), SOURCE)
     assert _parse_whole(text, Path("x.yaml"), "example.com") is None
     assert dict(parse(text).recipients) == given
+
+
+# --- writing an updated state cuts the unchanged lines from the loaded text ------------------
+
+_local = st.from_regex(r"[a-z][a-z0-9]{0,6}", fullmatch=True)
+_recipient = st.one_of(
+    st.builds(lambda n: Recipient("mailbox", n, "id-" + n, "active"), _local),
+    st.builds(lambda t: Recipient(kind="alias", target=f"{t}@example.com"), _local),
+)
+_recipients = st.dictionaries(_local.map(lambda a: f"{a}@example.com"), _recipient, max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(before=_recipients, added=_recipients, data=st.data())
+def test_an_updated_state_is_written_as_if_dumped_anew(
+    before: dict[str, Recipient], added: dict[str, Recipient], data: st.DataObject
+) -> None:
+    stored = parse(dump_state(State("example.com", before), SOURCE)).recipients
+    assert not isinstance(stored, dict)
+    gone = data.draw(
+        st.lists(st.sampled_from(sorted(before)), unique=True) if before else st.just([])
+    )
+    changes = [(a, None) for a in gone if a not in added] + list(added.items())
+    after = {a: r for a, r in before.items() if a not in gone} | added
+    updated = State("example.com", stored.updated(changes), Hold("rolled back", "2026-01-01"))
+    expected = dump_state(State("example.com", after, Hold("rolled back", "2026-01-01")), SOURCE)
+    assert "".join(iter_state_text(updated, SOURCE)) == expected
+    # and an unchanged one is its file again
+    assert "".join(iter_state_text(State("example.com", stored), SOURCE)) == dump_state(
+        State("example.com", before), SOURCE
+    )
