@@ -45,9 +45,10 @@ class Commit:
     """A commit that touched a state file, with the trailers reconciler wrote into it."""
 
     sha: str
-    date: str
+    date: str  # the author date, ISO 8601 with its offset
     subject: str
     trailers: dict[str, str] = field(default_factory=dict)
+    committed: str = ""  # the committer date: when the commit was made on this line of history
 
     @property
     def short(self) -> str:
@@ -271,13 +272,25 @@ class GitStore:
         except (git.BadName, ValueError):
             raise GitError(f"{rev!r} is not a commit in {self.root}") from None
 
-    def log(self, path: Path, *, limit: int | None = None) -> list[Commit]:
-        """Commits that changed ``path``, newest first, with their trailers."""
+    def log(
+        self,
+        path: Path,
+        *,
+        limit: int | None = None,
+        rev: str | None = None,
+        before: int | None = None,
+    ) -> list[Commit]:
+        """Commits that changed ``path``, newest first, with their trailers: those reachable
+        from ``rev`` (default HEAD), committed at or before ``before`` (a Unix time) if given."""
         if self.head() is None:
             return []
-        args = ["log", f"--format=%H{_UNIT}%aI{_UNIT}%B{_RECORD}"]
+        args = ["log", f"--format=%H{_UNIT}%aI{_UNIT}%cI{_UNIT}%B{_RECORD}"]
         if limit is not None:
             args.append(f"-n{limit}")
+        if before is not None:
+            args.append(f"--before=@{before}")  # git's raw "@seconds" form: no date guessing
+        if rev is not None:
+            args.append(self.resolve(rev))
         output = self._git(*args, "--", str(self.relative(path)))
         return [_parse_commit(record) for record in output.split(_RECORD) if record.strip()]
 
@@ -317,7 +330,7 @@ def _describe_owner(owner: Path) -> str:
 
 
 def _parse_commit(record: str) -> Commit:
-    sha, date, body = record.strip("\n").split(_UNIT, 2)
+    sha, date, committed, body = record.strip("\n").split(_UNIT, 3)
     lines = body.strip().splitlines()
     trailers = {}
     for line in reversed(lines):
@@ -325,4 +338,4 @@ def _parse_commit(record: str) -> Commit:
         if not sep or not key.startswith("Reconciler-"):
             break
         trailers[key] = value
-    return Commit(sha, date, lines[0] if lines else "", trailers)
+    return Commit(sha, date, lines[0] if lines else "", trailers, committed)
