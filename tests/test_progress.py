@@ -7,12 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
-import pty
-import select
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +16,7 @@ import pytest
 from conftest import require_slapd_tools
 from gitrepo import isolate_git, make_repo, users
 from slapd import BASE_DN, READER_DN, READER_PASSWORD, SlapdServer
+from terminal import run_in_terminal
 
 from reconciler import cli
 from reconciler.inventory import load_specs
@@ -118,35 +115,9 @@ def test_the_progress_line_is_blanked_before_a_log_line(
 
 
 def in_terminal(repo: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
-    """Run ``reconciler ARGS`` with a pseudo-terminal as its stdin, stdout and stderr; its
-    exit code and everything it wrote to the terminal."""
-    command = [sys.executable, "-m", "reconciler", *args, "--repo", str(repo)]
-    pid, terminal = pty.fork()
-    if pid == 0:  # the child: its controlling terminal is the pseudo-terminal
-        try:
-            os.environ.update(env or {})
-            os.execv(sys.executable, command)
-        finally:
-            os._exit(127)  # never go on running the tests in the child
-    seen = b""
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if not select.select([terminal], [], [], 0.2)[0]:
-                continue
-            try:
-                chunk = os.read(terminal, 65536)
-            except OSError:  # EIO: the child has exited and closed the terminal
-                break
-            if not chunk:
-                break
-            seen += chunk
-        else:
-            os.kill(pid, signal.SIGTERM)
-    finally:
-        _, status = os.waitpid(pid, 0)
-        os.close(terminal)
-    return os.waitstatus_to_exitcode(status), seen.decode("utf-8", "replace")
+    """``reconciler ARGS --repo REPO`` in a pseudo-terminal: its exit code and output."""
+    code, output = run_in_terminal([*args, "--repo", str(repo)], env=env)
+    return code, output.decode("utf-8", "replace")
 
 
 def piped(
