@@ -27,7 +27,15 @@ from reconciler.directory import Progress
 from reconciler.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_REFUSED, ReconcilerError
 from reconciler.export import ExportError, ExportFormat, export_chunks
 from reconciler.guards import Overrides
-from reconciler.history import address_history, parse_instant, snapshot, syncs, syncs_json
+from reconciler.history import (
+    HISTORY_FORMAT_VERSION,
+    address_domains,
+    address_history,
+    parse_instant,
+    snapshot,
+    syncs,
+    syncs_json,
+)
 from reconciler.inventory import check_inventory, load_specs
 from reconciler.markdown import render_markdown
 from reconciler.plan import summarize
@@ -514,14 +522,21 @@ def _address_history(
     stored = normalize(address)
     if stored is None:
         raise typer.BadParameter(f"{address!r} is not a mail address", param_hint="--address")
-    events = address_history(workspace, stored, domains)
+    searched = address_domains(workspace, stored, domains)
+    events = address_history(workspace, stored, searched)
     if output_format is DataFormat.json:
-        document = {"address": stored, "events": [event.to_dict() for event in events]}
+        document = {
+            "format_version": HISTORY_FORMAT_VERSION,
+            "address": stored,
+            "domains": searched,
+            "events": [event.to_dict() for event in events],
+        }
         _write([json.dumps(document, ensure_ascii=False, indent=1) + "\n"])
     else:
         _write(event.describe() + "\n" for event in events)
     if not events:
-        log.info("%s is in no committed state of %s", stored, ", ".join(domains) or "any domain")
+        where = ", ".join(searched) or "any domain (there is no state file)"
+        log.info("%s is in no committed state of %s", stored, where)
     return 0
 
 
@@ -602,7 +617,7 @@ def export_command(
         Path | None,
         typer.Option(
             "-o",
-            "--output",
+            "--out",
             metavar="FILE",
             help="Write FILE atomically (readers see the old file or the new one, never half) "
             "[default: stdout].",

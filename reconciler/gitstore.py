@@ -38,6 +38,7 @@ _UNFINISHED = {
     "REVERT_HEAD": "a revert",
 }
 _RECORD, _UNIT = "\x1e", "\x1f"
+_REVS_PER_GREP = 500  # revisions named on one git grep command line
 
 
 @dataclass(frozen=True)
@@ -262,6 +263,27 @@ class GitStore:
             return None
         data: bytes = blob.data_stream.read()
         return data.decode("utf-8")
+
+    def grep_at(self, revs: Sequence[str], path: Path, text: str) -> dict[str, list[str]]:
+        """The lines of ``path`` containing ``text`` (a fixed string), for each of ``revs``
+        (full commit ids) that has any. Git searches every version itself: nothing but the
+        matching lines leaves it, however large the file."""
+        relative = self.relative(path).as_posix()
+        found: dict[str, list[str]] = {}
+        # Settings a user may have that would change the output's "REV:PATH:LINE" shape.
+        settings = ["-c", "grep.lineNumber=false", "-c", "grep.column=false"]
+        for start in range(0, len(revs), _REVS_PER_GREP):
+            batch = revs[start : start + _REVS_PER_GREP]
+            command = ["git", *settings, "grep", "--no-color", "-a", "-F", "-e", text, *batch]
+            status, output, error = self._repo.git.execute(
+                [*command, "--", relative], with_extended_output=True, with_exceptions=False
+            )
+            if status not in (0, 1):  # 1: nothing matched
+                raise GitError(f"git grep failed: {str(error).strip() or status}")
+            for line in str(output).splitlines():
+                rev, _, rest = line.partition(":")
+                found.setdefault(rev, []).append(rest[len(relative) + 1 :])
+        return found
 
     def resolve(self, rev: str) -> str:
         """The full commit id of ``rev``; GitError when it names no commit."""

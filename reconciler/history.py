@@ -1,18 +1,20 @@
 """What Git remembers of the state: the syncs, one address through time, a domain as of a date.
 
 Every commit that changed ``state/<domain>.yaml`` is a version of the domain's recipients.
-Reading an address's history reads each version's blob but never parses it whole: the state
-holds one line per address, ``  address: {json}`` (DESIGN.md §4), so the address's line is found
-by a text search of the blob and only that line is parsed. A version not in that layout (edited
-by hand) is parsed whole, through the state module, so the answer is the same either way.
+Reading an address's history never parses a version whole: the state holds one line per
+address, ``  address: {json}`` (DESIGN.md §4), so ``git grep`` finds the lines that mention the
+address in every version at once (in Git, in C: 100 versions of 10 MiB never reach Python) and
+only the address's own line is parsed. A version not in that layout (edited by hand) is parsed
+whole, through the state module, so the answer is the same either way.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from pathlib import Path
@@ -177,23 +179,31 @@ def address_history(
     workspace: Workspace, address: str, domains: Sequence[str]
 ) -> list[AddressEvent]:
     """When ``address`` (the stored form: lower case, ASCII domain) appeared, changed and
-    disappeared in the states of ``domains``, oldest first."""
+    disappeared in the states of ``domains``: domain by domain, each oldest first (in the
+    order of its history, which dates rewritten by a rebase do not change)."""
     events: list[AddressEvent] = []
     with workspace.store() as store:
-        for domain in address_domains(workspace, address, domains):
+        for domain in domains:
             events += _address_events(store, _path(workspace, domain), domain, address)
-    return sorted(events, key=lambda e: datetime.fromisoformat(e.sync.commit.date))
+    return events
 
 
 def _address_events(
     store: GitStore, path: Path, domain: str, address: str
 ) -> Iterator[AddressEvent]:
+    commits = list(reversed(store.log(path)))
+    # Only the lines that mention the address come out of Git, for every version at once.
+    mentions = store.grep_at([c.sha for c in commits], path, address)
     previous: Recipient | None = None
-    for commit in reversed(store.log(path)):
-        text = store.read_at(commit.sha, path)
-        blob = text.encode("utf-8") if text is not None else None
+    for commit in commits:
         try:
-            current = recipient_in(blob, address, path, domain) if blob is not None else None
+            current = recipient_in(
+                mentions.get(commit.sha, []),
+                address,
+                functools.partial(_text_at, store, commit.sha, path),
+                path,
+                domain,
+            )
         except StateError as exc:
             raise StateError(f"{path} at {commit.short}: {exc.message}", exc.hint) from None
         event: Event | None = None
@@ -208,48 +218,42 @@ def _address_events(
         previous = current
 
 
-def recipient_in(blob: bytes, address: str, path: Path, domain: str) -> Recipient | None:
-    """The recipient ``address`` has in one version of a state file, or None.
+def _text_at(store: GitStore, sha: str, path: Path) -> str:
+    return store.read_at(sha, path) or ""
 
-    Fast path: the address's canonical line ``\\n  KEY: {…}\\n``, found by a substring search
-    (the key may be written plain or as a JSON string). Only when that fails but the address
-    stands where a key could be (another layout) is the version parsed whole."""
-    line = _line_of(blob, address)
-    if line is not None:
-        try:
-            return Recipient.from_dict(json.loads(line))
-        except (ValueError, AttributeError, TypeError):
-            pass  # not a one-line JSON object: let the state parser say what it is
-    elif not _keyed_elsewhere(blob, address.encode("utf-8")):
+
+def recipient_in(
+    mentions: Sequence[str], address: str, whole: Callable[[], str], path: Path, domain: str
+) -> Recipient | None:
+    """The recipient ``address`` has in one version of a state file, or None, from the lines
+    of that version that mention it.
+
+    The usual case: one of them is the address's canonical line ``  KEY: {…}`` (the key plain
+    or a JSON string), and only that line is parsed. A version where the address stands
+    where a key could be, but not in that shape (edited by hand), is parsed whole (the text
+    ``whole()`` gives); one where it is only an alias's target or a list's member, or not
+    mentioned at all, does not hold it."""
+    keys = {f"  {key}: " for key in (address, canonical_json(address))}
+    unsure = False
+    for line in mentions:
+        for key in keys:
+            if line.startswith(key):
+                try:
+                    return Recipient.from_dict(json.loads(line[len(key) :]))
+                except (ValueError, AttributeError, TypeError):
+                    unsure = True  # not a one-line JSON object: the state parser will say
+        unsure = unsure or _keyed(line, address)
+    if not unsure:
         return None
-    recipients = parse_state(blob.decode("utf-8"), path, domain).recipients
-    return recipients.get(address)
+    return parse_state(whole(), path, domain).recipients.get(address)
 
 
-def _line_of(blob: bytes, address: str) -> bytes | None:
-    for key in {address, canonical_json(address)}:
-        needle = b"\n  " + key.encode("utf-8") + b": "
-        at = blob.find(needle)
-        if at >= 0:
-            start = at + len(needle)
-            end = blob.find(b"\n", start)
-            return blob[start : end if end >= 0 else len(blob)]
-    return None
-
-
-def _keyed_elsewhere(blob: bytes, address: bytes) -> bool:
-    """Does ``address`` occur as a mapping key anywhere (at the start of a line, perhaps
-    quoted or indented otherwise, followed by a colon)? As an alias's target or a list's
-    member it is followed by a quote and a comma or bracket instead."""
-    at = blob.find(address)
-    while at >= 0:
-        line_start = blob.rfind(b"\n", 0, at) + 1
-        before = blob[line_start:at].strip(b" \t'\"?")
-        after = blob[at + len(address) : at + len(address) + 2].lstrip(b"'\"")
-        if not before and after.startswith(b":"):
-            return True
-        at = blob.find(address, at + 1)
-    return False
+def _keyed(line: str, address: str) -> bool:
+    """Does ``address`` stand as a mapping key on ``line`` (at its start, perhaps indented or
+    quoted otherwise, before a colon)? As an alias's target or a list's member it follows
+    another key and is followed by a quote and a comma or bracket instead."""
+    rest = line.lstrip(" \t'\"?")
+    return rest.startswith(address) and rest[len(address) :].lstrip("'\"").startswith(":")
 
 
 # --- a domain as of a revision or a date ------------------------------------------------------

@@ -193,7 +193,7 @@ def test_output_file_is_written_whole_with_its_mode_kept(repo: Path, tmp_path: P
     assert stat.S_IMODE(target.stat().st_mode) == 0o644  # a new file: readable by the filter
 
     target.chmod(0o640)
-    assert invoke("export", DOMAIN, "--format", "csv", "--output", str(target)).exit_code == 0
+    assert invoke("export", DOMAIN, "--format", "csv", "--out", str(target)).exit_code == 0
     assert target.read_text(encoding="utf-8").startswith(CSV_HEADER)
     assert stat.S_IMODE(target.stat().st_mode) == 0o640
     assert sorted(p.name for p in target.parent.iterdir()) == ["relay_recipients"]  # no temp

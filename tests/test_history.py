@@ -151,6 +151,30 @@ def test_an_address_appears_changes_disappears_and_reappears(story: dict[str, st
     assert invoke("history", "--address", "user02@example.com", DOMAIN).stdout == result.stdout
 
 
+def test_git_settings_do_not_change_what_is_read(story: dict[str, str]) -> None:
+    before = invoke("history", "--address", "user02@example.com").stdout
+    for key in ("grep.lineNumber", "grep.column", "grep.fullName", "color.ui"):
+        git(Path.cwd(), "config", key, "always" if key == "color.ui" else "true")
+    assert invoke("history", "--address", "user02@example.com").stdout == before
+
+
+def test_a_version_edited_by_hand_in_another_layout(story: dict[str, str]) -> None:
+    """That version is read whole (YAML), and the address's story goes on from it."""
+    path = state_path(Path.cwd())
+    path.write_text(
+        "domain: example.com\nhold: null\nrecipients:\n"
+        "  user01@example.com:\n    kind: mailbox\n    name: User One\n",
+        encoding="utf-8",
+    )
+    git(Path.cwd(), "commit", "--quiet", "-am", "A hand edit in block style")
+    result = invoke("history", "--address", "user01@example.com", "--format", "json")
+    *_, last = json.loads(result.stdout)["events"]
+    assert (last["event"], last["action"]) == ("changed", "manual")
+    assert last["new"] == {"kind": "mailbox", "name": "User One"}
+    assert [change["field"] for change in last["changes"]] == ["name", "id", "status", "username"]
+    assert last["old"]["name"] == "User 01"
+
+
 def test_an_alias_history(story: dict[str, str]) -> None:
     result = invoke("history", "--address", "user02.alias@example.com")
     assert [line.split(maxsplit=4)[4] for line in result.stdout.splitlines()] == [
@@ -165,7 +189,9 @@ def test_an_address_history_as_json(story: dict[str, str]) -> None:
     result = invoke("history", "--address", "user02@example.com", "--format", "json")
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
+    assert document["format_version"] == 1
     assert document["address"] == "user02@example.com"
+    assert document["domains"] == [DOMAIN]
     events = document["events"]
     assert [e["event"] for e in events] == [
         "appeared",
@@ -187,7 +213,7 @@ def test_an_address_never_in_the_state(story: dict[str, str]) -> None:
     result = invoke("history", "--address", "nobody@example.com")
     assert result.exit_code == 0
     assert result.stdout == ""
-    assert result.stderr == "nobody@example.com is in no committed state of any domain\n"
+    assert result.stderr == "nobody@example.com is in no committed state of example.com\n"
 
 
 def test_an_address_of_another_domain_is_looked_for_in_every_state(
@@ -204,12 +230,12 @@ def test_a_value_that_is_no_address_is_a_usage_error(story: dict[str, str]) -> N
     assert "'not an address' is not a mail address" in result.stderr
 
 
-# The fast path finds an address's line by a text search; these pin down that it gives what
-# parsing the whole version would.
+# The fast path reads only the lines of a version that mention the address (git grep gives
+# them); these pin down that it gives what parsing the whole version would.
 
 
-def canonical(recipients: dict[str, Recipient]) -> bytes:
-    return dump_state(State(DOMAIN, recipients), "inventories/example.com.yaml").encode()
+def canonical(recipients: dict[str, Recipient]) -> str:
+    return dump_state(State(DOMAIN, recipients), "inventories/example.com.yaml")
 
 
 ALICE = Recipient("mailbox", name="Alice", id="1", status="active")
@@ -219,8 +245,20 @@ LIST = Recipient("list", name="All", members=("alice@example.com", "jörg@exampl
 STATE_PATH = Path("state/example.com.yaml")
 
 
+def found(text: str, address: str) -> tuple[Recipient | None, bool]:
+    """What recipient_in makes of ``text`` (a version), and whether it parsed it whole."""
+    parsed: list[bool] = []
+
+    def whole() -> str:
+        parsed.append(True)
+        return text
+
+    mentions = [line for line in text.splitlines() if address in line]  # as git grep -F does
+    return recipient_in(mentions, address, whole, STATE_PATH, DOMAIN), bool(parsed)
+
+
 def test_an_address_is_found_by_its_line_only() -> None:
-    blob = canonical(
+    text = canonical(
         {
             "alice@example.com": ALICE,
             "a@example.com": ALIAS,
@@ -228,15 +266,15 @@ def test_an_address_is_found_by_its_line_only() -> None:
             "all@example.com": LIST,
         }
     )
-    assert b'"j\xc3\xb6rg@example.com": ' in blob  # not a plain key: written as a JSON string
-    assert recipient_in(blob, "alice@example.com", STATE_PATH, DOMAIN) == ALICE
-    assert recipient_in(blob, "jörg@example.com", STATE_PATH, DOMAIN) == JOERG
-    assert recipient_in(blob, "all@example.com", STATE_PATH, DOMAIN) == LIST
+    assert '\n  "jörg@example.com": ' in text  # not a plain key: written as a JSON string
+    assert found(text, "alice@example.com") == (ALICE, False)
+    assert found(text, "jörg@example.com") == (JOERG, False)
+    assert found(text, "all@example.com") == (LIST, False)
     # Mentioned as a target and a member only, and as the end of a longer address: absent.
     only_mentioned = canonical({"a@example.com": ALIAS, "all@example.com": LIST})
-    assert recipient_in(only_mentioned, "alice@example.com", STATE_PATH, DOMAIN) is None
-    longer = canonical({"malice@example.com": ALICE})
-    assert recipient_in(longer, "alice@example.com", STATE_PATH, DOMAIN) is None
+    assert found(only_mentioned, "alice@example.com") == (None, False)
+    assert found(canonical({"malice@example.com": ALICE}), "alice@example.com") == (None, False)
+    assert found(canonical({}), "alice@example.com") == (None, False)
 
 
 @pytest.mark.parametrize(
@@ -252,8 +290,8 @@ def test_an_address_is_found_by_its_line_only() -> None:
     ids=["other-indent", "block-mapping", "flow-over-two-lines"],
 )
 def test_a_version_in_another_layout_is_parsed_whole(text: str) -> None:
-    assert recipient_in(text.encode(), "alice@example.com", STATE_PATH, DOMAIN) == ALICE
-    assert recipient_in(text.encode(), "bob@example.com", STATE_PATH, DOMAIN) is None
+    assert found(text, "alice@example.com") == (ALICE, True)
+    assert found(text, "bob@example.com") == (None, False)
 
 
 def test_a_broken_version_names_its_commit(story: dict[str, str]) -> None:
@@ -266,7 +304,7 @@ def test_a_broken_version_names_its_commit(story: dict[str, str]) -> None:
     assert result.exit_code == 1
     assert result.stderr.startswith(f"Error: {path} at {broken}: ")
     with pytest.raises(StateError):
-        recipient_in(path.read_bytes(), "user01.alias@example.com", STATE_PATH, DOMAIN)
+        found(path.read_text("utf-8"), "user01.alias@example.com")
 
 
 # --- show --at -------------------------------------------------------------------------------
