@@ -12,6 +12,7 @@ import inspect
 import json
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -185,7 +186,6 @@ def _register(func: Callable[..., int], name: str | None) -> Callable[..., None]
         try:
             code = func(options, **kwargs)
         except ReconcilerError as exc:
-            _PROGRESS.clear()
             if options.debug:
                 raise
             typer.echo(f"Error: {exc}", err=True)
@@ -262,6 +262,8 @@ class _ProgressLine:
         return show
 
     def _show(self, text: str) -> None:
+        # Within one row: \r goes back only to the start of the row the cursor is on.
+        text = text[: shutil.get_terminal_size().columns - 1]
         stream = sys.stderr  # looked up each time: the test runner swaps it
         stream.write("\r" + text.ljust(self._width))
         stream.flush()

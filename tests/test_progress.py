@@ -114,6 +114,15 @@ def test_the_progress_line_is_blanked_before_a_log_line(
     )
 
 
+def test_the_progress_line_fits_in_one_row(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "20")
+    cli._PROGRESS.for_domain("a-long-domain-name.example")(123456, 7)
+    cli._PROGRESS.clear()
+    assert capsys.readouterr().err == "\ra-long-domain-name.\r" + " " * 19 + "\r"
+
+
 def in_terminal(repo: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     """``reconciler ARGS --repo REPO`` in a pseudo-terminal: its exit code and output."""
     code, output = run_in_terminal([*args, "--repo", str(repo)], env=env)
