@@ -26,7 +26,7 @@ from reconciler import __version__
 from reconciler.addresses import normalize
 from reconciler.directory import Progress
 from reconciler.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_REFUSED, ReconcilerError
-from reconciler.export import ExportError, ExportFormat, export_chunks
+from reconciler.export import ExportError, ExportFormat, export_chunks, load_exported_state
 from reconciler.guards import Overrides
 from reconciler.history import (
     HISTORY_FORMAT_VERSION,
@@ -56,7 +56,7 @@ from reconciler.rules import rules_csv
 from reconciler.savedplan import load_plan, write_plan
 from reconciler.schedule import Shard, parse_shard
 from reconciler.secrets import Secret
-from reconciler.state import State, load_state, write_state
+from reconciler.state import State, write_state
 
 log = logging.getLogger("reconciler")
 
@@ -662,17 +662,9 @@ def export_command(
 
 
 def _committed_state(workspace: Workspace, domain: str) -> State:
-    path = workspace.state_file(domain)
-    if not path.exists():
-        known = (workspace.inventory_dir / f"{domain}.yaml").exists()
-        raise ExportError(
-            f"{domain} has no state file {path}"
-            + (": it was never applied" if known else " and no spec: an unknown domain"),
-            "apply it first: reconciler apply " + domain
-            if known
-            else "check the domain name; state/ holds one file per synced domain",
-        )
-    state = load_state(path, domain)
+    state = load_exported_state(
+        workspace.state_file(domain), domain, workspace.inventory_dir / f"{domain}.yaml"
+    )
     if state.hold is not None:
         log.info(
             "note: %s is on hold (%s); exporting its committed state", domain, state.hold.reason

@@ -13,11 +13,12 @@ import io
 import json
 from collections.abc import Iterator, Mapping
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from reconciler.errors import ReconcilerError
 from reconciler.recipient import Recipient
-from reconciler.state import Hold, State, StoredRecipients
+from reconciler.state import Hold, State, StoredRecipients, load_state
 
 EXPORT_FORMAT_VERSION = 1
 CSV_COLUMNS = ("address", "kind", "status", "name", "target", "members", "id", "username")
@@ -32,6 +33,21 @@ class ExportFormat(StrEnum):
 
 class ExportError(ReconcilerError):
     """The state holds something the chosen format cannot express."""
+
+
+def load_exported_state(path: Path, domain: str, spec_file: Path) -> State:
+    """The state of ``domain`` in ``path``; an ExportError says why when there is no such file
+    (never applied, or not a domain at all: ``spec_file`` tells which)."""
+    if not path.exists():
+        known = spec_file.exists()
+        raise ExportError(
+            f"{domain} has no state file {path}"
+            + (": it was never applied" if known else " and no spec: an unknown domain"),
+            "apply it first: reconciler apply " + domain
+            if known
+            else "check the domain name; state/ holds one file per synced domain",
+        )
+    return load_state(path, domain)
 
 
 def sorted_recipients(recipients: Mapping[str, Recipient]) -> Iterator[tuple[str, Recipient]]:
