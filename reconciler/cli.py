@@ -6,12 +6,15 @@ Results go to stdout, chatter to stderr. Every failure below is a ReconcilerErro
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import json
 import logging
 import os
+import shutil
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -20,16 +23,28 @@ from typing import Annotated, Any
 import typer
 
 from reconciler import __version__
+from reconciler.addresses import normalize
+from reconciler.directory import Progress
 from reconciler.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_REFUSED, ReconcilerError
+from reconciler.export import ExportError, ExportFormat, export_chunks, load_exported_state
 from reconciler.guards import Overrides
+from reconciler.history import (
+    HISTORY_FORMAT_VERSION,
+    address_domains,
+    address_history,
+    parse_instant,
+    snapshot,
+    syncs,
+    syncs_json,
+)
 from reconciler.inventory import check_inventory, load_specs
 from reconciler.markdown import render_markdown
 from reconciler.plan import summarize
 from reconciler.reconcile import (
+    ProgressFor,
     Workspace,
     apply_all,
     base_commit,
-    history,
     plan_all,
     resume,
     rollback,
@@ -41,6 +56,7 @@ from reconciler.rules import rules_csv
 from reconciler.savedplan import load_plan, write_plan
 from reconciler.schedule import Shard, parse_shard
 from reconciler.secrets import Secret
+from reconciler.state import State, write_state
 
 log = logging.getLogger("reconciler")
 
@@ -176,6 +192,11 @@ def _register(func: Callable[..., int], name: str | None) -> Callable[..., None]
             raise typer.Exit(exc.exit_code) from None
         except (KeyboardInterrupt, typer.Exit, typer.BadParameter):
             raise
+        except BrokenPipeError:
+            # The reader went away (`| head`): stop quietly, and keep Python from reporting
+            # the same error again when it flushes stdout at exit.
+            _silence_stdout()
+            raise typer.Exit(EXIT_ERROR) from None
         except Exception as exc:
             if options.debug:
                 raise
@@ -195,6 +216,12 @@ def _register(func: Callable[..., int], name: str | None) -> Callable[..., None]
     return run
 
 
+def _silence_stdout() -> None:
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
 def _write(chunks: Iterable[str], per_write: int = 4096) -> None:
     """Stream a large result to stdout without building it as one string: ``per_write``
     pieces (lines of a plan) joined for each write, not a write call per line."""
@@ -211,11 +238,67 @@ def _write(chunks: Iterable[str], per_write: int = 4096) -> None:
 
 def _configure_logging(options: Options) -> None:
     level = logging.WARNING if options.quiet else logging.DEBUG if options.verbose else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _ChatterHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
+
+
+class _ProgressLine:
+    """How far a directory read has got, as one line of stderr rewritten in place (``\r``).
+
+    Only on a terminal: a log file or a pipe gets none of it. Plain text, no escape sequences
+    (the line is blanked with spaces), so NO_COLOR and dumb terminals need nothing special."""
+
+    def __init__(self) -> None:
+        self._width = 0
+
+    def for_domain(self, domain: str) -> Progress:
+        def show(entries: int, pages: int) -> None:
+            paged = f" ({pages} page{'' if pages == 1 else 's'})" if pages else ""
+            self._show(f"{domain}: {entries} entries read{paged}")
+
+        return show
+
+    def _show(self, text: str) -> None:
+        # Within one row: \r goes back only to the start of the row the cursor is on.
+        text = text[: shutil.get_terminal_size().columns - 1]
+        stream = sys.stderr  # looked up each time: the test runner swaps it
+        stream.write("\r" + text.ljust(self._width))
+        stream.flush()
+        self._width = len(text)
+
+    def clear(self) -> None:
+        """Blank the line, so what comes next starts on a clean line."""
+        if self._width:
+            sys.stderr.write("\r" + " " * self._width + "\r")
+            sys.stderr.flush()
+            self._width = 0
+
+
+_PROGRESS = _ProgressLine()
+
+
+class _ChatterHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Log records on stderr, after blanking a progress line that is showing."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _PROGRESS.clear()
+        super().emit(record)
+
+
+@contextlib.contextmanager
+def _progress(options: Options) -> Iterator[ProgressFor | None]:
+    """The progress line while directories are read: None (silent) unless stderr is a
+    terminal and not ``-q``; blanked when the reads are over."""
+    if options.quiet or not sys.stderr.isatty():
+        yield None
+        return
+    try:
+        yield _PROGRESS.for_domain
+    finally:
+        _PROGRESS.clear()
 
 
 class PlanFormat(StrEnum):
@@ -277,7 +360,11 @@ def plan(
     workspace = options.workspace()
     if warning := unfinished_apply(workspace):
         log.warning("warning: %s", warning)
-    plans = [p.plan for p in plan_all(workspace, domains or [], fingerprints=out is not None)]
+    with _progress(options) as progress:
+        planned = plan_all(
+            workspace, domains or [], fingerprints=out is not None, progress=progress
+        )
+    plans = [p.plan for p in planned]
     if out is not None:
         write_plan(out, plans, base_commit(workspace))
         log.info("saved the plan to %s; apply it with `reconciler apply --plan %s`", out, out)
@@ -394,20 +481,108 @@ def resume_command(options: Options, domain: DomainArg) -> int:
     return 0
 
 
+class DataFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+FormatOption = Annotated[DataFormat, typer.Option("--format", help="Output format.")]
+
+
 @command("history")
-def history_command(options: Options, domains: DomainsArg = None) -> int:
-    """One line per commit that changed a domain's state: date, commit, action, counts."""
-    for domain, commit in history(options.workspace(), domains or []):
-        action = commit.trailers.get("Reconciler-Action", "manual")
-        counts = commit.trailers.get("Reconciler-Counts", "")
-        typer.echo(f"{commit.date}  {commit.short}  {domain}  {action:<8}  {counts}".rstrip())
+def history_command(
+    options: Options,
+    domains: DomainsArg = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            metavar="ADDR",
+            help="When this address appeared, changed (which field, old → new) and disappeared "
+            "[searched in: the DOMAINs, else its own domain's state, else every state].",
+        ),
+    ] = None,
+    output_format: FormatOption = DataFormat.text,
+) -> int:
+    """One line per commit that changed a domain's state (newest first): date, commit, domain,
+    action, counts, and the revision a rollback restored. With --address: that address's
+    story, oldest first."""
+    workspace = options.workspace()
+    if address is not None:
+        return _address_history(workspace, address, domains or [], output_format)
+    entries = syncs(workspace, domains or [])
+    if output_format is DataFormat.json:
+        _write([syncs_json(entries)])
+    else:
+        _write(entry.describe() + "\n" for entry in entries)
+    return 0
+
+
+def _address_history(
+    workspace: Workspace, address: str, domains: list[str], output_format: DataFormat
+) -> int:
+    stored = normalize(address)
+    if stored is None:
+        raise typer.BadParameter(f"{address!r} is not a mail address", param_hint="--address")
+    searched = address_domains(workspace, stored, domains)
+    events = address_history(workspace, stored, searched)
+    if output_format is DataFormat.json:
+        document = {
+            "format_version": HISTORY_FORMAT_VERSION,
+            "address": stored,
+            "domains": searched,
+            "events": [event.to_dict() for event in events],
+        }
+        _write([json.dumps(document, ensure_ascii=False, indent=1) + "\n"])
+    else:
+        _write(event.describe() + "\n" for event in events)
+    if not events:
+        where = ", ".join(searched) or "any domain (there is no state file)"
+        log.info("%s is in no committed state of %s", stored, where)
+    return 0
+
+
+@command("show")
+def show_command(
+    options: Options,
+    domain: DomainArg,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at",
+            metavar="REV|DATE",
+            help="A revision, or an ISO date or date and time (UTC unless it has an offset; a "
+            "date alone is the end of that day): the last change of the state at or before it "
+            "[default: the last committed].",
+        ),
+    ] = None,
+    output_format: FormatOption = DataFormat.text,
+) -> int:
+    """The recipients of a domain as committed at a revision or as of a date, with the commit
+    and its date: what a filter or archive had to go by at the time."""
+    if at is not None:
+        try:
+            parse_instant(at)
+        except ValueError as exc:
+            raise typer.BadParameter(
+                f"{at!r} is not an ISO date or date and time ({exc}); e.g. 2026-03-01, "
+                "2026-03-01T12:00:00Z or a revision",
+                param_hint="--at",
+            ) from None
+    shown = snapshot(options.workspace(), domain, at)
+    if output_format is DataFormat.json:
+        _write(shown.json_chunks())
+    else:
+        _write(line + "\n" for line in shown.lines())
     return 0
 
 
 @command("test-connection")
 def test_connection_command(options: Options, domain: DomainArg) -> int:
     """Read the domain's directory once: server, TLS, bind, base DN, counts, first recipients."""
-    report = test_connection(options.workspace(), domain)
+    with _progress(options) as progress:
+        watch = progress(domain) if progress is not None else None
+        report = test_connection(options.workspace(), domain, progress=watch)
     facts = {
         **report.facts,
         "entries": f"{report.entries} matching the users filter",
@@ -425,6 +600,14 @@ def test_connection_command(options: Options, domain: DomainArg) -> int:
 def export_command(
     options: Options,
     domain: DomainArg,
+    output_format: Annotated[
+        ExportFormat | None,
+        typer.Option(
+            "--format",
+            help="The committed state for a mail filter: a Postfix lookup table (address OK), "
+            "CSV or JSON.",
+        ),
+    ] = None,
     rules: Annotated[
         bool,
         typer.Option(
@@ -432,16 +615,61 @@ def export_command(
             help="The domain's effective mapping rules (its own, then the default rules) as CSV.",
         ),
     ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--out",
+            metavar="FILE",
+            help="Write FILE atomically (readers see the old file or the new one, never half) "
+            "[default: stdout].",
+        ),
+    ] = None,
+    include_disabled: Annotated[
+        bool,
+        typer.Option("--include-disabled", help="Also recipients whose status is not active."),
+    ] = False,
 ) -> int:
-    """Export what a domain is made of for other tools: its effective mapping rules (--rules)."""
-    if not rules:
+    """Export a domain for other tools: its committed state (--format) or its effective mapping
+    rules (--rules). A domain on hold exports too: its state is what is committed."""
+    if rules == (output_format is not None):
         raise typer.BadParameter(
-            "say what to export: --rules (the domain's effective mapping rules)",
-            param_hint="--rules",
+            "say what to export, one of: --format postfix|csv|json (the committed state) or "
+            "--rules (the domain's effective mapping rules)",
+            param_hint="--format / --rules",
         )
-    (spec,) = load_specs(options.workspace().inventory_dir, [domain])
-    _write([rules_csv(spec.rules)])
+    workspace = options.workspace()
+    if output_format is None:
+        if include_disabled:
+            raise typer.BadParameter("goes with --format", param_hint="--include-disabled")
+        (spec,) = load_specs(workspace.inventory_dir, [domain])
+        chunks: Iterable[str] = [rules_csv(spec.rules)]
+    else:
+        chunks = export_chunks(
+            _committed_state(workspace, domain), output_format, include_disabled=include_disabled
+        )
+    if out is None:
+        _write(list(chunks))  # all made first: a failed export leaves no half of it on stdout
+        return 0
+    try:
+        write_state(out, chunks)
+    except OSError as exc:
+        raise ExportError(
+            f"cannot write {out}: {exc.strerror or exc}", f"{out} was left as it was"
+        ) from None
+    log.info("exported %s to %s", domain, out)
     return 0
+
+
+def _committed_state(workspace: Workspace, domain: str) -> State:
+    state = load_exported_state(
+        workspace.state_file(domain), domain, workspace.inventory_dir / f"{domain}.yaml"
+    )
+    if state.hold is not None:
+        log.info(
+            "note: %s is on hold (%s); exporting its committed state", domain, state.hold.reason
+        )
+    return state
 
 
 @command("explain")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -17,6 +17,9 @@ from reconciler.errors import ConfigError, DirectoryError
 from reconciler.spec import DomainSpec
 
 Value = str | bytes
+# Told (entries read, pages read) as a read goes on: once a page, or every few thousand records
+# of an LDIF file (pages 0), never once an entry. Counts start again with each search.
+Progress = Callable[[int, int], None]
 
 log = logging.getLogger("reconciler")
 
@@ -66,13 +69,13 @@ class DirectorySource(Protocol):
         ...
 
 
-def open_source(spec: DomainSpec) -> DirectorySource:
-    """The source the spec names."""
+def open_source(spec: DomainSpec, progress: Progress | None = None) -> DirectorySource:
+    """The source the spec names; ``progress`` is told how far its reads have got."""
     # Imported here so that an LDIF-only run never loads the LDAP client, and the reverse.
     if spec.directory.ldif is not None:
         from reconciler.ldif_source import LdifSource
 
-        return LdifSource(spec.directory.ldif, spec.directory.base_dn, spec.users)
+        return LdifSource(spec.directory.ldif, spec.directory.base_dn, spec.users, progress)
     if spec.directory.servers:
         from reconciler.ldap_source import LdapSource
         from reconciler.secrets import resolve_secret
@@ -89,7 +92,7 @@ def open_source(spec: DomainSpec) -> DirectorySource:
                 "checked, and the bind password could be sent to an impostor",
                 spec.source,
             )
-        return LdapSource(spec.directory, spec.users, password)
+        return LdapSource(spec.directory, spec.users, password, progress)
     raise ConfigError(f"{spec.source}: the spec names no directory (servers or ldif)")
 
 

@@ -38,6 +38,7 @@ _UNFINISHED = {
     "REVERT_HEAD": "a revert",
 }
 _RECORD, _UNIT = "\x1e", "\x1f"
+_REVS_PER_GREP = 500  # revisions named on one git grep command line
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,10 @@ class Commit:
     """A commit that touched a state file, with the trailers reconciler wrote into it."""
 
     sha: str
-    date: str
+    date: str  # the author date, ISO 8601 with its offset
     subject: str
     trailers: dict[str, str] = field(default_factory=dict)
+    committed: str = ""  # the committer date: when the commit was made on this line of history
 
     @property
     def short(self) -> str:
@@ -262,6 +264,27 @@ class GitStore:
         data: bytes = blob.data_stream.read()
         return data.decode("utf-8")
 
+    def grep_at(self, revs: Sequence[str], path: Path, text: str) -> dict[str, list[str]]:
+        """The lines of ``path`` containing ``text`` (a fixed string), for each of ``revs``
+        (full commit ids) that has any. Git searches every version itself: nothing but the
+        matching lines leaves it, however large the file."""
+        relative = self.relative(path).as_posix()
+        found: dict[str, list[str]] = {}
+        # Settings a user may have that would change the output's "REV:PATH:LINE" shape.
+        settings = ["-c", "grep.lineNumber=false", "-c", "grep.column=false"]
+        for start in range(0, len(revs), _REVS_PER_GREP):
+            batch = revs[start : start + _REVS_PER_GREP]
+            command = ["git", *settings, "grep", "--no-color", "-a", "-F", "-e", text, *batch]
+            status, output, error = self._repo.git.execute(
+                [*command, "--", relative], with_extended_output=True, with_exceptions=False
+            )
+            if status not in (0, 1):  # 1: nothing matched
+                raise GitError(f"git grep failed: {str(error).strip() or status}")
+            for line in str(output).splitlines():
+                rev, _, rest = line.partition(":")
+                found.setdefault(rev, []).append(rest[len(relative) + 1 :])
+        return found
+
     def resolve(self, rev: str) -> str:
         """The full commit id of ``rev``; GitError when it names no commit."""
         import git
@@ -271,13 +294,25 @@ class GitStore:
         except (git.BadName, ValueError):
             raise GitError(f"{rev!r} is not a commit in {self.root}") from None
 
-    def log(self, path: Path, *, limit: int | None = None) -> list[Commit]:
-        """Commits that changed ``path``, newest first, with their trailers."""
+    def log(
+        self,
+        path: Path,
+        *,
+        limit: int | None = None,
+        rev: str | None = None,
+        before: int | None = None,
+    ) -> list[Commit]:
+        """Commits that changed ``path``, newest first, with their trailers: those reachable
+        from ``rev`` (default HEAD), committed at or before ``before`` (a Unix time) if given."""
         if self.head() is None:
             return []
-        args = ["log", f"--format=%H{_UNIT}%aI{_UNIT}%B{_RECORD}"]
+        args = ["log", f"--format=%H{_UNIT}%aI{_UNIT}%cI{_UNIT}%B{_RECORD}"]
         if limit is not None:
             args.append(f"-n{limit}")
+        if before is not None:
+            args.append(f"--before=@{before}")  # git's raw "@seconds" form: no date guessing
+        if rev is not None:
+            args.append(self.resolve(rev))
         output = self._git(*args, "--", str(self.relative(path)))
         return [_parse_commit(record) for record in output.split(_RECORD) if record.strip()]
 
@@ -317,7 +352,7 @@ def _describe_owner(owner: Path) -> str:
 
 
 def _parse_commit(record: str) -> Commit:
-    sha, date, body = record.strip("\n").split(_UNIT, 2)
+    sha, date, committed, body = record.strip("\n").split(_UNIT, 3)
     lines = body.strip().splitlines()
     trailers = {}
     for line in reversed(lines):
@@ -325,4 +360,4 @@ def _parse_commit(record: str) -> Commit:
         if not sep or not key.startswith("Reconciler-"):
             break
         trailers[key] = value
-    return Commit(sha, date, lines[0] if lines else "", trailers)
+    return Commit(sha, date, lines[0] if lines else "", trailers, committed)

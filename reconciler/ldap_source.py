@@ -29,7 +29,7 @@ from ldap3.protocol.rfc2696 import paged_search_control
 from ldap3.protocol.rfc4511 import ProtocolOp
 from ldap3.utils.asn1 import encode as asn1_encode
 
-from reconciler.directory import Entry, ReadInterrupted, Value
+from reconciler.directory import Entry, Progress, ReadInterrupted, Value
 from reconciler.errors import ConfigError, DirectoryError
 from reconciler.ldapwire import (
     MessageReader,
@@ -105,8 +105,15 @@ def parse_server_url(url: str, tls: str) -> ServerAddress:
 class LdapSource:
     """The entries the users filter selects, read from the first server that answers."""
 
-    def __init__(self, directory: DirectorySpec, users: UsersSpec, password: Secret | None) -> None:
+    def __init__(
+        self,
+        directory: DirectorySpec,
+        users: UsersSpec,
+        password: Secret | None,
+        progress: Progress | None = None,
+    ) -> None:
         self._directory = directory
+        self._progress = progress
         self._users = users
         self._password = password
         self._servers = server_addresses(directory)
@@ -224,6 +231,7 @@ class LdapSource:
             self, connection, server, base, attributes, search_filter
         )
         pager.send(None)
+        read = 0
         for page in range(1, MAX_PAGES + 1):
             entries, cookie = pager.receive()
             ranged = any(";range=" in name for _, raw in entries for name in raw)
@@ -237,6 +245,9 @@ class LdapSource:
             else:
                 for dn, raw in entries:
                     yield Entry(dn, raw)
+            if self._progress is not None:
+                read += len(entries)
+                self._progress(read, page)
             if not cookie:
                 log.debug("%s: read %d page(s)", server.url, page)
                 return

@@ -13,10 +13,12 @@ from typing import BinaryIO
 
 from ldif import LDIFParser
 
-from reconciler.directory import Entry, Value, is_under, normalize_dn
+from reconciler.directory import Entry, Progress, Value, is_under, normalize_dn
 from reconciler.errors import DirectoryError
 from reconciler.ldapfilter import Filter, parse_filter
 from reconciler.spec import UsersSpec
+
+PROGRESS_EVERY = 1000  # records between two progress reports
 
 
 class _BlockLines:
@@ -60,8 +62,11 @@ class _BlockLines:
 class LdifSource:
     """Entries of one LDIF file under ``base_dn`` that match the users filter."""
 
-    def __init__(self, path: Path, base_dn: str | None, users: UsersSpec) -> None:
+    def __init__(
+        self, path: Path, base_dn: str | None, users: UsersSpec, progress: Progress | None = None
+    ) -> None:
         self.path = path
+        self._progress = progress
         self.base_dn = base_dn
         self._filter = parse_filter(users.filter)
         self._keep = {a.lower() for a in users.attributes()}
@@ -95,10 +100,13 @@ class LdifSource:
             lines = _BlockLines(raw)
             parser = LDIFParser(lines, encoding="utf8", strict=True)
             records = parser.parse()
+            progress = self._progress
             while True:
                 try:
                     dn, record = next(records)
                 except StopIteration:
+                    if progress is not None:
+                        progress(parser.records_read, 0)
                     return
                 except (ValueError, UnicodeError) as exc:
                     line = lines.start_of(parser.records_read)
@@ -113,6 +121,8 @@ class LdifSource:
                         "fix the export or export it again; nothing was applied",
                     ) from None
                 line = lines.start_of(parser.records_read)
+                if progress is not None and parser.records_read % PROGRESS_EVERY == 0:
+                    progress(parser.records_read, 0)
                 if dn is None:
                     continue  # the "version: 1" header parses as a record of its own
                 attributes = _lower_keys(record)

@@ -1,4 +1,4 @@
-"""The workflows behind the commands: plan, apply, rollback, resume, history.
+"""The workflows behind the commands: plan, apply, rollback, resume (history: history.py).
 
 This is the edge where the pure middle (mapping, diff, plan) meets files, the directory and
 Git. Nothing is written until every domain of a run has been planned and checked.
@@ -9,16 +9,17 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from reconciler.directory import DirectorySource, ReadInterrupted, open_source
+from reconciler.directory import DirectorySource, Progress, ReadInterrupted, open_source
 from reconciler.errors import ConfigError, GitError, RefusedError
-from reconciler.gitstore import Commit, GitStore, find_git_dir
+from reconciler.gitstore import GitStore, find_git_dir
 from reconciler.groups import members_of, read_groups
 from reconciler.guards import Overrides, remaining
+from reconciler.history import history as history  # moved to history.py; still importable here
 from reconciler.inventory import load_specs
 from reconciler.lists import list_filter, map_lists, read_lists
 from reconciler.mapping import MappingResult, finish, map_entries
@@ -74,11 +75,12 @@ class Applied:
 
 
 def read_directory(
-    spec: DomainSpec, *, trace: str | None = None
+    spec: DomainSpec, *, trace: str | None = None, progress: Progress | None = None
 ) -> tuple[DirectorySource, MappingResult]:
     """Read and map the whole directory of ``spec``; only a complete read returns.
-    ``trace`` (an address) records what became of it (for `explain`)."""
-    source = open_source(spec)
+    ``trace`` (an address) records what became of it (for `explain`); ``progress`` is told
+    how far each search has got."""
+    source = open_source(spec, progress)
     while True:
         try:
             return source, map_directory(source, spec, trace=trace)
@@ -119,13 +121,16 @@ def map_directory(source: DirectorySource, spec: DomainSpec, *, trace: str | Non
 
 
 def plan_domain(
-    spec: DomainSpec, state: State, fingerprints: dict[str, str] | None = None
+    spec: DomainSpec,
+    state: State,
+    fingerprints: dict[str, str] | None = None,
+    progress: Progress | None = None,
 ) -> DomainPlan:
     """Read the directory, map it, diff it against ``state`` and apply the spec's policy.
 
     ``fingerprints``: when given (with "spec" and "state"), the directory snapshot's digest
     is added and the plan carries them, for a saved plan."""
-    source, result = read_directory(spec)
+    source, result = read_directory(spec, progress=progress)
     notes = []
     if result.entries_without_id and spec.users.id_attribute:
         notes.append(
@@ -170,8 +175,16 @@ def invalid_notes(result: MappingResult) -> list[str]:
     return notes
 
 
+# Gives the progress callback for a domain's read (the CLI's progress line).
+ProgressFor = Callable[[str], Progress]
+
+
 def plan_all(
-    workspace: Workspace, domains: Sequence[str], *, fingerprints: bool = False
+    workspace: Workspace,
+    domains: Sequence[str],
+    *,
+    fingerprints: bool = False,
+    progress: ProgressFor | None = None,
 ) -> list[Planned]:
     """Plan every named domain (all when none are named). Writes nothing.
 
@@ -184,7 +197,8 @@ def plan_all(
             made_from = (
                 {"spec": spec.digest, "state": state_fingerprint(path)} if fingerprints else None
             )
-            planned.append(Planned(spec, state, plan_domain(spec, state, made_from)))
+            watch = progress(spec.domain) if progress is not None else None
+            planned.append(Planned(spec, state, plan_domain(spec, state, made_from, watch)))
     return planned
 
 
@@ -374,15 +388,6 @@ def resume(workspace: Workspace, domain: str) -> Applied:
         return Applied(plan, sha)
 
 
-def history(workspace: Workspace, domains: Sequence[str]) -> list[tuple[str, Commit]]:
-    """(domain, commit) for every commit that changed a domain's state, newest first."""
-    names = list(domains) or sorted(p.stem for p in workspace.state_dir.glob("*.yaml"))
-    with workspace.store() as store:
-        entries = [(d, c) for d in names for c in store.log(workspace.state_file(d))]
-    # Compare instants, not the text of dates written in different time zones.
-    return sorted(entries, key=lambda e: datetime.fromisoformat(e[1].date), reverse=True)
-
-
 @dataclass(frozen=True)
 class ConnectionReport:
     facts: dict[str, str]
@@ -391,10 +396,12 @@ class ConnectionReport:
     first: list[tuple[str, Recipient]]
 
 
-def test_connection(workspace: Workspace, domain: str, show: int = 5) -> ConnectionReport:
+def test_connection(
+    workspace: Workspace, domain: str, show: int = 5, progress: Progress | None = None
+) -> ConnectionReport:
     """Read a domain's directory once and report how (server, TLS, bind, base DN) and what."""
     (spec,) = load_specs(workspace.inventory_dir, [domain])
-    source, result = read_directory(spec)
+    source, result = read_directory(spec, progress=progress)
     first = sorted(result.recipients.items())[:show]
     return ConnectionReport(
         source.connection_facts(), result.entries_read, len(result.recipients), first

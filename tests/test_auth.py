@@ -11,12 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import pty
 import re
-import select
-import signal
-import sys
 import threading
 import time
 import traceback
@@ -39,6 +34,7 @@ from slapd import (
     free_port,
     make_ca,
 )
+from terminal import run_in_terminal
 from typer.testing import CliRunner, Result
 
 import reconciler
@@ -831,39 +827,20 @@ def test_counter_keys() -> None:
 
 def test_on_a_terminal_the_password_is_prompted_without_echo(workspace: Workspace) -> None:
     """The real command in a pseudo-terminal, as a person at a shell runs it."""
-    args = [sys.executable, "-m", "reconciler", "auth", DOMAIN, "alice"]
-    args += ["--repo", str(workspace.repo_dir)]
-    pid, terminal = pty.fork()
-    if pid == 0:  # the child: its controlling terminal is the pseudo-terminal
-        try:
-            os.execv(sys.executable, args)
-        finally:
-            os._exit(127)  # never go on running the tests in the child
-    seen, sent = b"", False
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if not select.select([terminal], [], [], 0.2)[0]:
-                continue
-            try:
-                chunk = os.read(terminal, 1024)
-            except OSError:  # EIO: the child has exited and closed the terminal
-                break
-            if not chunk:
-                break
-            seen += chunk
-            # "Password:" and then getpass's " ", written once echo is off: type then.
-            if not sent and b"Password: " in seen:
-                os.write(terminal, CANARY.encode() + b"\n")
-                sent = True
-    finally:
-        if not sent:
-            os.kill(pid, signal.SIGTERM)
-        _, status = os.waitpid(pid, 0)
-        os.close(terminal)
+    typed: list[bytes] = []
+
+    def respond(seen: bytes) -> bytes | None:
+        # "Password:" and then getpass's " ", written once echo is off: type then.
+        if not typed and b"Password: " in seen:
+            typed.append(CANARY.encode() + b"\n")
+            return typed[0]
+        return None
+
+    args = ["auth", DOMAIN, "alice", "--repo", str(workspace.repo_dir)]
+    code, seen = run_in_terminal(args, respond=respond)
     output = seen.decode(errors="replace")
-    assert sent, output
-    assert os.waitstatus_to_exitcode(status) == 0, output
+    assert typed, output
+    assert code == 0, output
     assert output.startswith("Password: ")
     assert CANARY not in output  # not echoed
     assert output.splitlines()[-1] == "alice@example.com"

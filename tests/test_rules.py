@@ -214,7 +214,7 @@ def test_export_rules_prints_the_effective_rules_as_csv(tmp_path: Path) -> None:
 def test_export_without_what_to_export_is_a_usage_error(tmp_path: Path) -> None:
     result = invoke("export", "example.com", "-i", str(tmp_path))
     assert result.exit_code == 2
-    assert "say what to export: --rules" in result.stderr
+    assert "say what to export, one of: --format postfix|csv|json" in result.stderr
 
 
 def test_export_rules_of_an_unknown_domain(tmp_path: Path) -> None:
