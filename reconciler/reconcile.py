@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +26,7 @@ from reconciler.mapping import MappingResult, finish, map_entries
 from reconciler.plan import DomainPlan, apply_changes, compute_changes
 from reconciler.policy import apply_policy
 from reconciler.recipient import Recipient
-from reconciler.renames import find_renames, fold_renames, with_recipient_defaults
+from reconciler.renames import fold_renames, renames_in, with_recipient_defaults
 from reconciler.render import commit_message
 from reconciler.savedplan import SavedPlan, check_fresh, directory_fingerprint, state_fingerprint
 from reconciler.spec import DomainSpec
@@ -139,14 +139,16 @@ def plan_domain(
         )
     notes += invalid_notes(result)
     existing = state.recipients
-    renames = find_renames(existing, result.recipients)
-    desired = with_recipient_defaults(result.recipients, existing, renames, spec.recipient_defaults)
+    desired: Mapping[str, Recipient] = result.recipients
+    changes = compute_changes(existing, desired)
+    renames = renames_in(changes)
+    defaulted = with_recipient_defaults(desired, existing, renames, spec.recipient_defaults)
+    if defaulted is not desired:  # new mailboxes were given the defaults: diff them again
+        desired, changes = defaulted, compute_changes(existing, defaulted)
     if fingerprints is not None:
         fingerprints = {**fingerprints, "directory": directory_fingerprint(desired)}
     changes, skipped = apply_policy(
-        fold_renames(compute_changes(existing, desired), renames, existing),
-        spec.policy,
-        spec.protected,
+        fold_renames(changes, renames, existing), spec.policy, spec.protected
     )
     return DomainPlan(
         domain=spec.domain,

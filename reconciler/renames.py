@@ -7,41 +7,41 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from reconciler.plan import Change
+from reconciler.plan import Change, compute_changes
 from reconciler.recipient import Recipient
 from reconciler.state import StoredRecipients
-
-_MAILBOX_TEXT = '{"kind": "mailbox"'
 
 
 def find_renames(
     existing: Mapping[str, Recipient], desired: Mapping[str, Recipient]
 ) -> dict[str, str]:
     """new address -> old address, for each new mailbox whose id an existing mailbox has that
-    is gone from the desired mailboxes (removed, or now an alias). Ids shared by several
-    mailboxes on either side pair nothing: a guess would be worse than remove + add."""
-    # Set difference of the key views, as compute_changes does: no per-address lookup in a
-    # stored state (a Python-level __contains__) on the in-sync path of a big directory.
+    is gone from the desired mailboxes (removed, or now an alias). See :func:`renames_in`."""
+    return renames_in(compute_changes(existing, desired))
+
+
+def renames_in(changes: Sequence[Change]) -> dict[str, str]:
+    """The renames among the changes from the existing to the desired recipients: each added
+    mailbox whose id a removed mailbox (or one that became an alias or a list) had. Ids shared
+    by several mailboxes on either side pair nothing: a guess would be worse than remove + add.
+    Works from the changes alone, so a plan with nothing added costs nothing here."""
     added = [
-        (a, r.id)
-        for a in sorted(desired.keys() - existing.keys())
-        if (r := desired[a]).kind == "mailbox" and r.id is not None
+        (c.address, c.new.id)
+        for c in changes
+        if c.action == "add" and c.new is not None and c.new.kind == "mailbox" and c.new.id
     ]
     if not added:
         return {}
-    is_mailbox = _mailbox_test(existing)
-    # An existing mailbox can only have moved if its address is no longer a desired mailbox.
-    gone = [
-        a for a in existing if is_mailbox(a) and (a not in desired or desired[a].kind != "mailbox")
-    ]
     by_id: dict[str, list[str]] = {}
-    for address in gone:
-        old_id = existing[address].id
-        if old_id is not None:
-            by_id.setdefault(old_id, []).append(address)
+    for change in changes:
+        old, new = change.old, change.new
+        if old is None or old.kind != "mailbox" or old.id is None:
+            continue
+        if change.action == "remove" or (new is not None and new.kind != "mailbox"):
+            by_id.setdefault(old.id, []).append(change.address)
     new_ids: dict[str | None, int] = {}
     for _, new_id in added:
         new_ids[new_id] = new_ids.get(new_id, 0) + 1
@@ -50,13 +50,6 @@ def find_renames(
         for new, new_id in added
         if len(by_id.get(new_id or "", ())) == 1 and new_ids[new_id] == 1
     }
-
-
-def _mailbox_test(existing: Mapping[str, Recipient]) -> Any:
-    if isinstance(existing, StoredRecipients):
-        text_of = existing.text_of
-        return lambda a: text_of(a).startswith(_MAILBOX_TEXT)
-    return lambda a: existing[a].kind == "mailbox"
 
 
 def fold_renames(
