@@ -67,27 +67,27 @@ class Recipient:
 
         Mailboxes and aliases (nearly every line of a state) are put together directly:
         this runs once per recipient of every plan."""
-        if self.members is not None or self.privileges is not None:
-            return canonical_json(self.to_dict())
-        target = self.target
-        if self.kind == "alias":
-            if target is None or self.name is not None or self.id is not None:
-                return canonical_json(self.to_dict())
-            if self.status is not None:
-                return canonical_json(self.to_dict())  # a deactivated alias, say
-            return _yaml_safe('{"kind": "alias", "target": ' + _string(target) + "}")
-        if target is not None:
-            return canonical_json(self.to_dict())
-        text = '{"kind": ' + _string(self.kind)
-        if self.name is not None:
-            text += ', "name": ' + _string(self.name)
-        if self.id is not None:
-            text += ', "id": ' + _string(self.id)
-        if self.status is not None:
-            text += ', "status": ' + _string(self.status)
-        if self.username is not None:
-            text += ', "username": ' + _string(self.username)
-        return _yaml_safe(text + "}")
+        if self.members is None and self.privileges is None:
+            target = self.target
+            if self.kind == "alias":
+                if (
+                    target is not None
+                    and self.name is None
+                    and self.id is None
+                    and self.status is None
+                ):
+                    return _yaml_safe(f'{{"kind": "alias", "target": {_string(target)}}}')
+            elif target is None:
+                name, id_, status, username = self.name, self.id, self.status, self.username
+                text = (
+                    f'{{"kind": {_string(self.kind)}'
+                    + ("" if name is None else f', "name": {_string(name)}')
+                    + ("" if id_ is None else f', "id": {_string(id_)}')
+                    + ("" if status is None else f', "status": {_string(status)}')
+                    + ("" if username is None else f', "username": {_string(username)}')
+                )
+                return _yaml_safe(text + "}")
+        return canonical_json(self.to_dict())  # lists, deactivated aliases, privileges…
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Recipient:

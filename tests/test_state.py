@@ -486,3 +486,24 @@ def test_an_updated_state_is_written_as_if_dumped_anew(
     assert "".join(iter_state_text(State("example.com", stored), SOURCE)) == dump_state(
         State("example.com", before), SOURCE
     )
+
+
+_text = st.text(max_size=12)
+_any_recipient = st.builds(
+    Recipient,
+    kind=st.sampled_from(["mailbox", "alias", "list"]),
+    name=st.none() | _text,
+    id=st.none() | _text,
+    status=st.none() | st.sampled_from(["active", "disabled"]),
+    target=st.none() | _text,
+    members=st.none() | st.lists(_text, max_size=3).map(tuple),
+    username=st.none() | _text,
+    privileges=st.none() | st.lists(_text, max_size=2).map(tuple),
+)
+
+
+@given(recipient=_any_recipient)
+def test_the_direct_text_of_a_recipient_is_its_canonical_json(recipient: Recipient) -> None:
+    from reconciler.recipient import canonical_json
+
+    assert recipient.to_json() == canonical_json(recipient.to_dict())
