@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
@@ -177,15 +177,22 @@ class DomainPlan:
 
     @cached_property
     def _digest(self) -> str:
-        return plan_digest(self.domain, [c.to_dict() for c in self.changes])
+        return plan_digest(self.domain, (c.to_dict() for c in self.changes))
 
 
-def plan_digest(domain: str, changes: list[dict[str, Any]]) -> str:
-    """The digest of a domain's changes in their plain (JSON) form."""
-    payload = json.dumps(
-        [domain, changes], sort_keys=True, ensure_ascii=False, separators=(",", ":")
-    )
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+def plan_digest(domain: str, changes: Iterable[dict[str, Any]]) -> str:
+    """The digest of a domain's changes in their plain (JSON) form: the SHA-256 of
+    ``json.dumps([domain, changes], sort_keys=True, ensure_ascii=False, separators=(",", ":"))``,
+    fed one change at a time so that a plan of a million changes is never one string."""
+    digest = hashlib.sha256(b"[" + _compact(domain).encode("utf-8") + b",[")
+    for index, change in enumerate(changes):
+        digest.update((b"," if index else b"") + _compact(change).encode("utf-8"))
+    digest.update(b"]]")
+    return digest.hexdigest()[:16]
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 def compute_changes(

@@ -274,3 +274,21 @@ def test_a_loaded_state_is_walked_without_building_an_index_until_asked_by_addre
 def test_plan_lines_quote_names_as_json_does(name: str) -> None:
     mailbox = Recipient("mailbox", name, "1", "active")
     assert summarize(mailbox) == f"mailbox {json.dumps(name, ensure_ascii=False)}"
+
+
+@given(
+    domain=st.text(max_size=10),
+    changes=st.lists(
+        st.dictionaries(st.text(max_size=5), st.text(max_size=5) | st.integers(), max_size=4),
+        max_size=6,
+    ),
+)
+def test_the_digest_is_streamed_but_that_of_the_whole_json_text(
+    domain: str, changes: list[dict[str, object]]
+) -> None:
+    import hashlib
+
+    from reconciler.plan import plan_digest
+
+    whole = json.dumps([domain, changes], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    assert plan_digest(domain, iter(changes)) == hashlib.sha256(whole.encode()).hexdigest()[:16]
