@@ -18,7 +18,7 @@ from gitrepo import isolate_git, make_repo, users
 from slapd import BASE_DN, READER_DN, READER_PASSWORD, SlapdServer
 from terminal import run_in_terminal
 
-from reconciler import cli
+from reconciler import cli_progress
 from reconciler.inventory import load_specs
 from reconciler.reconcile import read_directory
 
@@ -97,15 +97,15 @@ def test_the_progress_line_is_blanked_before_a_log_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Plain text only: the line is rewritten with \\r and blanked with spaces."""
-    handler = cli._ChatterHandler(sys.stderr)
+    handler = cli_progress._ChatterHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    show = cli._PROGRESS.for_domain("example.com")
-    show(500, 1)
-    show(1000, 2)
-    handler.emit(logging.makeLogRecord({"msg": "a warning", "levelno": logging.WARNING}))
-    show(5, 0)
-    cli._PROGRESS.clear()
-    cli._PROGRESS.clear()  # nothing showing: nothing written
+    with cli_progress._PROGRESS.reading("example.com") as show:
+        show(500, 1)
+        show(1000, 2)
+        handler.emit(logging.makeLogRecord({"msg": "a warning", "levelno": logging.WARNING}))
+        show(5, 0)
+    # the read is over: the line was blanked
+    cli_progress._PROGRESS.clear()  # nothing showing: nothing written
     first = "example.com: 500 entries read (1 page)"
     second = "example.com: 1000 entries read (2 pages)"
     assert capsys.readouterr().err == (
@@ -118,8 +118,8 @@ def test_the_progress_line_fits_in_one_row(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("COLUMNS", "20")
-    cli._PROGRESS.for_domain("a-long-domain-name.example")(123456, 7)
-    cli._PROGRESS.clear()
+    with cli_progress._PROGRESS.reading("a-long-domain-name.example") as show:
+        show(123456, 7)
     assert capsys.readouterr().err == "\ra-long-domain-name.\r" + " " * 19 + "\r"
 
 
