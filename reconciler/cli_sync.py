@@ -147,7 +147,15 @@ def apply(
         raise typer.BadParameter("a saved plan names its domains", param_hint="DOMAIN")
     saved = load_plan(plan_file) if plan_file is not None else None
     overrides = Overrides(allow_deletes, frozenset(d.strip().lower() for d in approve or ()))
-    results = apply_all(options.workspace(), domains or [], overrides, saved=saved, branch=branch)
+    with options.progress() as progress:
+        results = apply_all(
+            options.workspace(),
+            domains or [],
+            overrides,
+            saved=saved,
+            branch=branch,
+            progress=progress,
+        )
     for result in results:
         typer.echo("\n".join(render_domain_text(result.plan)))
         if result.commit:
@@ -198,7 +206,8 @@ def run_command(
     domain on its own, then notify. Exit 1 if a domain failed, else 4 if one was refused."""
     from reconciler.runner import run, summary_table
 
-    result = run(options.workspace(), domains or [], jobs=jobs, shard=shard)
+    with options.progress() as progress:
+        result = run(options.workspace(), domains or [], jobs=jobs, shard=shard, progress=progress)
     for domain, due in result.not_due:
         log.debug("%s: not due until %s", domain, due.strftime("%Y-%m-%dT%H:%M:%SZ"))
     if result.not_due or result.unscheduled:

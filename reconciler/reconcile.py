@@ -253,19 +253,21 @@ def apply_all(
     *,
     saved: SavedPlan | None = None,
     branch: str | None = None,
+    progress: ProgressFor | None = None,
 ) -> list[Applied]:
     """Plan, check every domain, then commit each changed one and publish them together.
 
     All-or-nothing: if any domain is refused, or any commit fails (a hook says no), nothing is
     published. ``overrides`` pass the limits of the plans they name; ``saved``: apply exactly
     that saved plan (refused as stale if what it was made from changed); ``branch``: publish
-    to that new branch and leave the current branch and work tree alone.
+    to that new branch and leave the current branch and work tree alone; ``progress`` watches
+    the directory reads (see :func:`plan_all`).
     """
     with workspace.store() as store, store.lock():
         prepare(workspace, store, detached_ok=bool(branch))
         if saved is not None:
             domains = [entry.domain for entry in saved.domains]
-        planned = plan_all(workspace, domains, fingerprints=saved is not None)
+        planned = plan_all(workspace, domains, fingerprints=saved is not None, progress=progress)
         if saved is not None:
             check_fresh(saved, [item.plan for item in planned], store.head())
         return commit_planned(workspace, store, planned, overrides or Overrides(), branch=branch)
