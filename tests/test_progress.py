@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import require_slapd_tools
-from gitrepo import add_domain, isolate_git, make_repo, users
+from gitrepo import add_domain, commit_all, isolate_git, ldif_path, make_repo, users
 from slapd import BASE_DN, READER_DN, READER_PASSWORD, SlapdServer
 from terminal import run_in_terminal
 
@@ -295,6 +295,31 @@ def test_run_with_jobs_shares_one_line_between_its_reads(tmp_path: Path) -> None
         ), writes
     for domain in (DOMAIN, OTHER):
         assert re.search(rf"^{re.escape(domain)} +applied ", output.replace("\r\n", "\n"), re.M)
+
+
+@pytest.mark.git
+@pytest.mark.parametrize(
+    ("command", "after"),
+    [(["apply"], "Error: "), (["run", DOMAIN], f"{DOMAIN}: ")],
+    ids=["apply", "run"],
+)
+def test_a_read_that_fails_blanks_the_line_before_the_error(
+    tmp_path: Path, command: list[str], after: str
+) -> None:
+    repo = make_repo(tmp_path, users(COUNT))
+    export = ldif_path(repo)
+    export.write_text(
+        export.read_text(encoding="utf-8") + f"\ndn: cn=broken,{BASE_DN}\nnot ldif\n",
+        encoding="utf-8",
+    )
+    commit_all(repo, "A broken export")
+    code, output = in_terminal(repo, *command)
+    assert code == 1, output[-2000:]
+    shown = f"{DOMAIN}: 2000 entries read"
+    head = f"\r{DOMAIN}: 1000 entries read\r{shown}\r{' ' * len(shown)}\r"
+    assert output.startswith(head + after + str(export)), output[:500]
+    assert "unreadable LDIF record" in output
+    assert "\r" not in output[len(head) :].replace("\r\n", "\n")
 
 
 @pytest.mark.git
