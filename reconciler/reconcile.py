@@ -177,8 +177,17 @@ def invalid_notes(result: MappingResult) -> list[str]:
     return notes
 
 
-# Gives the progress callback for a domain's read (the CLI's progress line).
-ProgressFor = Callable[[str], Progress]
+# Brackets a domain's read: entered as it starts, giving the callback told how far it has got,
+# and left when it is over, so that a display of reads running at once (the CLI's progress line)
+# knows which ones are still going. Called from the threads the reads run in.
+ProgressFor = Callable[[str], contextlib.AbstractContextManager[Progress]]
+
+
+def watching(
+    progress: ProgressFor | None, domain: str
+) -> contextlib.AbstractContextManager[Progress | None]:
+    """``progress(domain)``, or a callback of None when no one is watching."""
+    return progress(domain) if progress is not None else contextlib.nullcontext()
 
 
 def plan_all(
@@ -199,8 +208,9 @@ def plan_all(
             made_from = (
                 {"spec": spec.digest, "state": state_fingerprint(path)} if fingerprints else None
             )
-            watch = progress(spec.domain) if progress is not None else None
-            planned.append(Planned(spec, state, plan_domain(spec, state, made_from, watch)))
+            with watching(progress, spec.domain) as watch:
+                domain_plan = plan_domain(spec, state, made_from, watch)
+            planned.append(Planned(spec, state, domain_plan))
     return planned
 
 
@@ -243,19 +253,21 @@ def apply_all(
     *,
     saved: SavedPlan | None = None,
     branch: str | None = None,
+    progress: ProgressFor | None = None,
 ) -> list[Applied]:
     """Plan, check every domain, then commit each changed one and publish them together.
 
     All-or-nothing: if any domain is refused, or any commit fails (a hook says no), nothing is
     published. ``overrides`` pass the limits of the plans they name; ``saved``: apply exactly
     that saved plan (refused as stale if what it was made from changed); ``branch``: publish
-    to that new branch and leave the current branch and work tree alone.
+    to that new branch and leave the current branch and work tree alone; ``progress`` watches
+    the directory reads (see :func:`plan_all`).
     """
     with workspace.store() as store, store.lock():
         prepare(workspace, store, detached_ok=bool(branch))
         if saved is not None:
             domains = [entry.domain for entry in saved.domains]
-        planned = plan_all(workspace, domains, fingerprints=saved is not None)
+        planned = plan_all(workspace, domains, fingerprints=saved is not None, progress=progress)
         if saved is not None:
             check_fresh(saved, [item.plan for item in planned], store.head())
         return commit_planned(workspace, store, planned, overrides or Overrides(), branch=branch)

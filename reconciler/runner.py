@@ -25,11 +25,13 @@ from reconciler.notify import Delivery, Report, notify
 from reconciler.reconcile import (
     GuardsRefused,
     Planned,
+    ProgressFor,
     Workspace,
     bulk_objects,
     commit_planned,
     plan_domain,
     prepare,
+    watching,
 )
 from reconciler.render import render_domain_text
 from reconciler.schedule import Attempts, Shard, is_due, last_sync, latest, next_due
@@ -91,11 +93,13 @@ def run(
     jobs: int = 1,
     shard: Shard | None = None,
     now: datetime | None = None,
+    progress: ProgressFor | None = None,
 ) -> RunResult:
     """Sync the named ``domains`` now, or (none named) every domain whose schedule is due.
 
     A domain without a schedule runs only when named: syncing it on every tick of a timer would
-    make the schedule of the others meaningless. ``now`` is the clock (for tests).
+    make the schedule of the others meaningless. ``now`` is the clock (for tests); ``progress``
+    watches the directory reads, from the threads they run in when ``jobs`` is over 1.
     """
     now = now or datetime.now(UTC)
     with workspace.store() as store, store.lock():
@@ -117,7 +121,7 @@ def run(
             ):
                 chosen.append(spec)
         try:
-            for spec, read in _read_all(workspace, chosen, jobs):
+            for spec, read in _read_all(workspace, chosen, jobs, progress):
                 done = _finish(workspace, store, spec, read)
                 attempts.record(spec.domain, now, done.outcome)
                 result.domains.append(done)
@@ -165,14 +169,16 @@ class _Read:
     error: str | None = None
 
 
-def _read(workspace: Workspace, spec: DomainSpec) -> _Read:
+def _read(workspace: Workspace, spec: DomainSpec, progress: ProgressFor | None) -> _Read:
     """Load the state and, unless the domain is on hold, read and plan it. Never raises."""
     try:
         state = load_state(workspace.state_file(spec.domain), spec.domain)
         if state.hold is not None:
             # Not read at all: a rollback's hold means "leave this domain alone".
             return _Read(held=f"on hold since {state.hold.since}: {state.hold.reason}")
-        return _Read(planned=Planned(spec, state, plan_domain(spec, state)))
+        with watching(progress, spec.domain) as watch:
+            domain_plan = plan_domain(spec, state, progress=watch)
+        return _Read(planned=Planned(spec, state, domain_plan))
     except ReconcilerError as exc:
         return _Read(error=str(exc))
     except Exception as exc:  # one domain's bug must not end the others' run
@@ -181,25 +187,26 @@ def _read(workspace: Workspace, spec: DomainSpec) -> _Read:
 
 
 def _read_all(
-    workspace: Workspace, specs: Sequence[DomainSpec], jobs: int
+    workspace: Workspace, specs: Sequence[DomainSpec], jobs: int, progress: ProgressFor | None
 ) -> Iterator[tuple[DomainSpec, _Read]]:
     """Each spec with its read, in the order given; at most ``jobs`` reads at a time, and at
     most ``jobs`` plans held in memory ahead of the commits."""
     if jobs <= 1:
         for spec in specs:
             with bulk_objects():
-                read = _read(workspace, spec)
+                read = _read(workspace, spec, progress)
             yield spec, read
         return
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="reconciler-read") as pool:
         queue = iter(specs)
         pending: collections.deque[tuple[DomainSpec, Future[_Read]]] = collections.deque(
-            (spec, pool.submit(_read, workspace, spec)) for spec in itertools.islice(queue, jobs)
+            (spec, pool.submit(_read, workspace, spec, progress))
+            for spec in itertools.islice(queue, jobs)
         )
         while pending:
             spec, future = pending.popleft()
             for following in itertools.islice(queue, 1):
-                pending.append((following, pool.submit(_read, workspace, following)))
+                pending.append((following, pool.submit(_read, workspace, following, progress)))
             yield spec, future.result()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -345,11 +346,26 @@ def test_no_arguments_shows_the_help() -> None:
     result = invoke()
     assert result.exit_code == 2  # Click's "no_args_is_help" is a usage error
     assert "Usage: reconciler" in result.output
-    for name in ("validate", "plan", "apply", "rollback", "resume", "history"):
+    for name in COMMANDS:
         assert name in result.output
 
 
 # --- documentation ---------------------------------------------------------------------------
+
+COMMANDS = [
+    "validate",
+    "plan",
+    "apply",
+    "rollback",
+    "resume",
+    "history",
+    "show",
+    "test-connection",
+    "export",
+    "explain",
+    "auth",
+    "run",
+]
 
 
 def test_every_command_is_documented() -> None:
@@ -360,7 +376,7 @@ def test_every_command_is_documented() -> None:
         callback = registered.callback
         assert callback is not None
         assert (callback.__doc__ or "").strip(), f"{callback.__name__} has no docstring"
-    assert set(group.commands) >= {"validate", "plan", "apply", "rollback", "resume", "history"}
+    assert list(group.commands) == COMMANDS  # in the order the help lists them
     for name, command in group.commands.items():
         assert (command.help or "").strip(), f"`reconciler {name}` has no help text"
         for param in command.params:
@@ -369,6 +385,95 @@ def test_every_command_is_documented() -> None:
         assert result.exit_code == 0, result.output
         first_line = command.help.strip().splitlines()[0]
         assert " ".join(first_line.split()[:4]) in " ".join(result.stdout.split())
+
+
+def registered_commands() -> list[str]:
+    group = typer.main.get_command(app)
+    assert isinstance(group, typer.main.TyperGroup)
+    return list(group.commands)
+
+
+def commands_named_in(text: str) -> set[str]:
+    """The commands ``reconciler NAME`` names in ``text``."""
+    return set(re.findall(r"`?reconciler ([a-z][a-z-]*)", text))
+
+
+def test_every_command_is_in_the_readme_workflow() -> None:
+    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+    workflow = readme.split("## The workflow", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    listed = commands_named_in(workflow)
+    missing = [name for name in registered_commands() if name not in listed]
+    assert not missing, f"README.md's workflow lists no `reconciler {missing[0]} …`"
+    assert listed <= set(registered_commands()), "README.md lists a command that does not exist"
+
+
+def design_document() -> Path:
+    """The product contract, shared/DESIGN.md, next to the checkout or a directory above it."""
+    for directory in PROJECT_ROOT.parents:
+        if (directory / "shared" / "DESIGN.md").is_file():
+            return directory / "shared" / "DESIGN.md"
+    raise AssertionError(f"no shared/DESIGN.md in any directory above {PROJECT_ROOT}")
+
+
+def test_the_commands_match_the_design_command_table() -> None:
+    """Every command the table of DESIGN.md §5 names is on the app, and every command on the
+    app is in that table."""
+    design = design_document().read_text(encoding="utf-8")
+    section = design.split("## 5.", 1)[1].split("\n## ", 1)[0]
+    table = "\n".join(line for line in section.splitlines() if line.startswith("| `reconciler "))
+    named = commands_named_in(table)
+    assert named, f"no command table in §5 of {design_document()}"
+    assert named == set(registered_commands())
+
+
+# --- start-up --------------------------------------------------------------------------------
+
+# Imported only by the commands that need them, not by the CLI's start-up nor by a plan: Git
+# (a plan asks the HEAD commit through `git` itself), the login and its failure counter, the
+# address validator of notifications, explain, and the unattended job and its mail.
+LAZY_MODULES = [
+    "git",
+    "reconciler.auth",
+    "email_validator",
+    "reconciler.explain",
+    "reconciler.runner",
+    "reconciler.notify",
+]
+IMPORTED_AFTER = """
+import json, sys
+from reconciler.cli import app
+before = [m for m in {lazy} if m in sys.modules]
+try:
+    app({args}, standalone_mode=False)
+finally:
+    print(json.dumps([before, [m for m in {lazy} if m in sys.modules]]), file=sys.stderr)
+"""
+
+
+def modules_imported(args: list[str], cwd: Path) -> tuple[list[str], list[str]]:
+    """Of LAZY_MODULES, those loaded once reconciler.cli is imported, and once it has run
+    ``reconciler ARGS`` too, in a fresh interpreter."""
+    code = IMPORTED_AFTER.format(lazy=LAZY_MODULES, args=args)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    before, after = json.loads(done.stderr.splitlines()[-1])
+    return before, after
+
+
+def test_start_up_and_a_plan_import_neither_git_nor_auth(repo: Path) -> None:
+    before, after = modules_imported(["plan", "--repo", str(repo)], repo)
+    assert before == []
+    assert after == []
+
+
+def test_the_lazy_imports_are_there_for_their_commands(repo: Path) -> None:
+    """The check above can fail: the commands that need these modules do import them."""
+    _, after = modules_imported(["run", DOMAIN, "--repo", str(repo)], repo)
+    assert {"git", "reconciler.runner", "reconciler.notify"} <= set(after)
+    _, after = modules_imported(["explain", f"user01@{DOMAIN}", "--repo", str(repo)], repo)
+    assert "reconciler.explain" in after
 
 
 # --- streams ---------------------------------------------------------------------------------
