@@ -407,25 +407,6 @@ def test_every_command_is_in_the_readme_workflow() -> None:
     assert listed <= set(registered_commands()), "README.md lists a command that does not exist"
 
 
-def design_document() -> Path:
-    """The product contract, shared/DESIGN.md, next to the checkout or a directory above it."""
-    for directory in PROJECT_ROOT.parents:
-        if (directory / "shared" / "DESIGN.md").is_file():
-            return directory / "shared" / "DESIGN.md"
-    raise AssertionError(f"no shared/DESIGN.md in any directory above {PROJECT_ROOT}")
-
-
-def test_the_commands_match_the_design_command_table() -> None:
-    """Every command the table of DESIGN.md §5 names is on the app, and every command on the
-    app is in that table."""
-    design = design_document().read_text(encoding="utf-8")
-    section = design.split("## 5.", 1)[1].split("\n## ", 1)[0]
-    table = "\n".join(line for line in section.splitlines() if line.startswith("| `reconciler "))
-    named = commands_named_in(table)
-    assert named, f"no command table in §5 of {design_document()}"
-    assert named == set(registered_commands())
-
-
 # --- start-up --------------------------------------------------------------------------------
 
 # Imported only by the commands that need them, not by the CLI's start-up nor by a plan: Git
