@@ -31,16 +31,16 @@ from ldap3.core import exceptions as ldap_errors
 
 from reconciler.directory import Entry
 from reconciler.errors import DirectoryError, LoginFailed
-from reconciler.ldap_source import (
+from reconciler.ldap_connection import (
     RESULT_NAMES,
     BindRefused,
     ServerAddress,
     ServerUnusable,
-    _close,
-    _decoded,
-    _exception_text,
-    _incomplete,
     bind,
+    close,
+    decoded_attributes,
+    exception_text,
+    incomplete_error,
     naming_context,
     server_addresses,
 )
@@ -120,7 +120,7 @@ def _verify_ad(
     try:
         entries = _find(spec, connection, server, attribute, value)
     finally:
-        _close(connection)
+        close(connection)
     if not entries:
         raise LoginFailed(NOT_A_USER)
     if len(entries) > 1:
@@ -153,12 +153,12 @@ def _verify_ldap(
     try:
         entries = _find(spec, connection, server, spec.auth.search_attribute, username)
     finally:
-        _close(connection)
+        close(connection)
     if len(entries) != 1:
         _decoy_bind(spec, server, password)
         raise LoginFailed(UNKNOWN_USER if not entries else AMBIGUOUS_USER)
     # The password goes to a connection of its own: the search connection stays the service's.
-    _close(_user_bind(spec, server, entries[0].dn, password))
+    close(_user_bind(spec, server, entries[0].dn, password))
     return Verified(entries[0], server.url)
 
 
@@ -169,7 +169,7 @@ def _decoy_bind(spec: DomainSpec, server: ServerAddress, password: Secret) -> No
     base = spec.directory.base_dn
     decoy = f"cn=reconciler-no-such-user-{uuid.uuid4().hex}" + (f",{base}" if base else "")
     with contextlib.suppress(LoginFailed, DirectoryError):
-        _close(_user_bind(spec, server, decoy, password))
+        close(_user_bind(spec, server, decoy, password))
 
 
 def _user_bind(
@@ -223,12 +223,12 @@ def _find(
             size_limit=2,
         )
     except ldap_errors.LDAPException as exc:
-        raise ServerUnusable(f"the search failed: {_exception_text(exc)}") from None
+        raise ServerUnusable(f"the search failed: {exception_text(exc)}") from None
     result: dict[str, Any] = connection.result or {}
     code = result.get("result", -1)
     response: list[dict[str, Any]] = list(connection.response or [])
     entries = [
-        Entry(item["dn"], _decoded(item["raw_attributes"]))
+        Entry(item["dn"], decoded_attributes(item["raw_attributes"]))
         for item in response
         if item["type"] == "searchResEntry"
     ]
@@ -237,7 +237,7 @@ def _find(
     if code in _TRANSIENT:
         raise ServerUnusable(f"the search failed: result {code} {RESULT_NAMES[code]}")
     # A size limit below 2, a time limit, noSuchObject for the base: we cannot tell.
-    raise _incomplete(server, base, code, result.get("message") or "")
+    raise incomplete_error(server, base, code, result.get("message") or "")
 
 
 def _attributes(spec: DomainSpec, lookup: str) -> Sequence[str]:

@@ -42,7 +42,7 @@ from reconciler.auth import FAILURE_FILE, Login, authenticate, counter_key
 from reconciler.cli import app
 from reconciler.errors import ConfigError, DirectoryError, LoginFailed
 from reconciler.inventory import load_specs
-from reconciler.ldap_source import bind, parse_server_url
+from reconciler.ldap_connection import bind, parse_server_url
 from reconciler.recipient import Recipient
 from reconciler.reconcile import Workspace
 from reconciler.secrets import Secret
