@@ -666,3 +666,18 @@ def test_a_crlf_file_on_disk_is_read_whole_and_written_back_with_lf(tmp_path: Pa
     changes: list[tuple[str, Recipient | None]] = [("carol@example.com", _NEW)]
     write_state(path, iter_state_text(State("example.com", stored.updated(changes)), SOURCE))
     assert path.read_bytes() == _after(_PEOPLE, changes).encode("utf-8")
+
+
+def test_every_ascii_character_in_a_name_or_target_reads_back_the_same_through_yaml() -> None:
+    # ASCII text skips the escape regex: only DEL needs escaping there (JSON escapes C0).
+    recipients = {}
+    for code in range(128):
+        recipients[f"m{code:03d}@example.com"] = Recipient("mailbox", f"a{chr(code)}b", "1")
+        recipients[f"t{code:03d}@example.com"] = Recipient(
+            kind="alias", target=f"x{chr(code)}y@example.com"
+        )
+    text = dump_state(State("example.com", recipients), SOURCE)
+    assert "\x7f" not in text and "\\u007f" in text
+    assert text.count("\n") == 4 + len(recipients)  # one line each
+    assert safe_load(text) == plain(State("example.com", recipients))
+    assert parse(text) == State("example.com", recipients)
