@@ -681,3 +681,13 @@ def test_every_ascii_character_in_a_name_or_target_reads_back_the_same_through_y
     assert text.count("\n") == 4 + len(recipients)  # one line each
     assert safe_load(text) == plain(State("example.com", recipients))
     assert parse(text) == State("example.com", recipients)
+
+
+def test_an_alias_with_a_user_name_keeps_it_in_its_line() -> None:
+    # A valid state line (from_dict accepts it); the alias fast path must not drop the field
+    # (the direct-text property above finds this case only now and then).
+    alias = Recipient(kind="alias", target="alice@example.com", username="asmith")
+    line = '{"kind": "alias", "username": "asmith", "target": "alice@example.com"}'
+    assert alias.to_json() == line
+    state = State("example.com", {"a@example.com": alias})
+    assert parse(dump_state(state, SOURCE)) == state
