@@ -188,16 +188,20 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
 
 
-def write(chunks: Iterable[str], per_write: int = 4096) -> None:
-    """Stream a large result to stdout without building it as one string: ``per_write``
-    pieces (lines of a plan) joined for each write, not a write call per line."""
+def write(chunks: Iterable[str], per_write: int = 64 * 1024) -> None:
+    """Stream a large result to stdout without building it as one string: short pieces
+    (lines of a plan) joined up to ``per_write`` characters for each write, not a write call
+    per line; big ones (thousands of state lines) written as they come."""
     out = sys.stdout
     batch: list[str] = []
+    size = 0
     for chunk in chunks:
         batch.append(chunk)
-        if len(batch) == per_write:
+        size += len(chunk)
+        if size >= per_write:
             out.write("".join(batch))
             batch.clear()
+            size = 0
     out.write("".join(batch))
     out.flush()
 

@@ -75,6 +75,7 @@ class Recipient:
                     and self.name is None
                     and self.id is None
                     and self.status is None
+                    and self.username is None
                 ):
                     return _yaml_safe(f'{{"kind": "alias", "target": {_string(target)}}}')
             elif target is None:

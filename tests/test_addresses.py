@@ -146,3 +146,50 @@ def test_conflicts_refuse_plan_and_apply_naming_every_entry(
     assert applied.exit_code == 4
     assert f"  {conflict}" in applied.stderr.splitlines()
     assert not (repo / "state").exists()
+
+
+@pytest.mark.parametrize(
+    ("written", "stored", "plain"),
+    [
+        # (plain: taken by the fast path; the stored form is the same either way)
+        ("a" * 64 + "@example.com", "a" * 64 + "@example.com", True),
+        # The library enforces RFC 5321's 64 octets only in its strict mode.
+        ("a" * 65 + "@example.com", "a" * 65 + "@example.com", False),
+        ("a@" + "b" * 59 + ".com", "a@" + "b" * 59 + ".com", True),  # a 63-character domain
+        ("a@" + "b" * 60 + ".com", "a@" + "b" * 60 + ".com", False),  # 64: the library's
+        ("a@" + "b" * 64 + ".com", None, False),  # a label of 64 characters
+        ("Alice.Smith@Example.COM", "alice.smith@example.com", True),
+        ("a@example.c0m", "a@example.c0m", True),
+        ("a@example.123", "a@example.123", False),  # a last label of digits: the library's
+        ("a@EXAMPLE.COM.", "a@example.com", False),
+        ("a@example.com..", None, False),
+        ("a@xn--bcher-kva.example", "a@xn--bcher-kva.example", False),
+        ("a@BÜCHER.example", "a@xn--bcher-kva.example", False),
+        ("a@b@example.com", None, False),  # '@' in the local part: rpartition's local part
+        ('"a@b"@example.com', None, False),
+        ('"a b"@example.com', None, False),
+        ("a.@example.com", None, False),
+        ("a@-example.com", None, False),
+        ("a@example-.com", None, False),
+        ("a@[127.0.0.1]", None, False),
+        ("no-at-sign", None, False),
+    ],
+)
+def test_the_edges_of_the_fast_path(written: str, stored: str | None, plain: bool) -> None:
+    assert is_plain(written.strip().lower()) is plain
+    assert normalize(written) == stored
+    if stored is None:
+        assert invalid_reason(written)
+
+
+def test_the_domain_cache_stays_bounded_and_answers_the_same_after_eviction() -> None:
+    from reconciler.addresses import _plain_domain
+
+    assert normalize("first@example.com") == "first@example.com"
+    maxsize = _plain_domain.cache_info().maxsize
+    assert maxsize is not None
+    for n in range(maxsize + 10):  # more domains than the cache keeps: example.com is evicted
+        assert normalize(f"a@d{n}.example") == f"a@d{n}.example"
+    assert _plain_domain.cache_info().currsize <= maxsize
+    assert normalize("Again@Example.com") == "again@example.com"
+    assert normalize("again@example.123") == "again@example.123"

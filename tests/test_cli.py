@@ -3,6 +3,7 @@ one ``Error: …`` line on stderr, tracebacks only with ``--debug``, every comma
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -469,3 +470,33 @@ def test_apply_reports_the_commit_on_stdout(repo: Path) -> None:
     assert result.stderr == ""
     assert state_path(repo).is_file()
     assert status(repo) == ""
+
+
+class _Writes(io.TextIOBase):
+    """A text stream that keeps what each write() call was given."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.calls.append(text)
+        return len(text)
+
+
+def test_output_is_written_in_batches_that_never_hold_the_whole_result(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from reconciler.cli_common import write
+
+    # Plan lines are short: many go into one write. State and export chunks are thousands
+    # of lines each (about 400 kB at 4096 lines): each is written as it comes, never joined
+    # with the rest of a 100k-line result.
+    lines = [f"  + user{n:05d}@example.com  alias → u@example.com\n" for n in range(20_000)]
+    chunks = [f"{n}".rjust(400_000, "x") for n in range(30)]
+    for pieces, most in ((chunks, 400_000), (lines, 64 * 1024 + 100)):
+        out = _Writes()
+        monkeypatch.setattr(sys, "stdout", out)
+        write(iter(pieces))
+        assert "".join(out.calls) == "".join(pieces)
+        assert max(len(call) for call in out.calls) <= most
+        assert len(out.calls) <= 2 + len("".join(pieces)) // (64 * 1024)

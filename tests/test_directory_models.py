@@ -281,3 +281,25 @@ def test_a_group_read_in_ranges_as_from_active_directory(
     check_ad(from_ranges)
     from_ldif = read(ldif_inventory(tmp_path, AD_SPEC, ad_ldif()))
     assert state_text(from_ranges) == state_text(from_ldif)
+
+
+@pytest.mark.slapd
+@pytest.mark.parametrize("decoder", ["fast", "ldap3"])
+def test_user_pages_with_ranged_entries_between_pages_without_ranges(
+    ad_slapd: SlapdServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, decoder: str
+) -> None:
+    # proxyAddresses handed out one value at a time, 50 users a page: the first pages have
+    # entries whose rest is fetched by base searches on the same connection before the next
+    # page is asked for; the bulk users' pages have no range and are read ahead. The proxy
+    # matches each range request by its message ID, so an ID used twice would cut wrongly.
+    monkeypatch.setenv("RECONCILER_LDAP_DECODER", decoder)
+    from rangeproxy import RangeProxy
+
+    with RangeProxy(("127.0.0.1", ad_slapd.port), attribute="proxyAddresses", chunk=1) as proxy:
+        inventory = slapd_inventory(tmp_path, AD_SPEC, proxy.url)
+        spec = inventory / "example.com.yaml"
+        spec.write_text(spec.read_text().replace("page_size: 500", "page_size: 50"))
+        from_ranges = read(inventory)
+    assert proxy.ranged > 10  # the first chunk and each further one, for several users
+    check_ad(from_ranges)
+    assert state_text(from_ranges) == state_text(read(ldif_inventory(tmp_path, AD_SPEC, ad_ldif())))

@@ -11,12 +11,16 @@ The bind user is READER_DN: the rootdn would bypass the size limits.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shlex
 import shutil
+import socket
+import ssl
 import subprocess
+import threading
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -390,6 +394,86 @@ def test_verify_certificate_false_works_and_warns_on_every_run(
     )
     plan = run(root, "plan")
     assert plan.stdout.splitlines()[1:] == SAMPLE_PLAN
+
+
+@pytest.mark.parametrize("transport", ["starttls", "ldaps"])
+def test_a_server_named_as_in_its_certificate_verifies_by_name(
+    slapd: SlapdServer, tmp_path: Path, transport: str
+) -> None:
+    # localhost is a DNS name of the certificate (127.0.0.1 its address): the handshake's
+    # check matches host names as names, not only addresses.
+    port = slapd.port if transport == "starttls" else slapd.ldaps_port
+    url = f"{'ldap' if transport == 'starttls' else 'ldaps'}://localhost:{port}"
+    root = workspace(tmp_path, [url], ca_file=copy_ca(slapd.ca_file, tmp_path))
+    found = facts(run(root, "test-connection", DOMAIN))
+    kind = "StartTLS" if transport == "starttls" else "LDAPS"
+    assert (found["server"], found["tls"]) == (url, f"{kind}, certificate verified")
+    assert found["recipients"] == "5 (the first ones:)"
+
+
+@pytest.mark.parametrize("transport", ["starttls", "ldaps"])
+def test_without_ca_file_the_system_certificate_authorities_are_trusted(
+    slapd: SlapdServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transport: str
+) -> None:
+    # OpenSSL's default verify paths follow SSL_CERT_FILE: here, the system trusts the test CA.
+    monkeypatch.setenv("SSL_CERT_FILE", str(slapd.ca_file))
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path / "no-such-dir"))
+    url = slapd.ldap_url if transport == "starttls" else slapd.ldaps_url
+    root = workspace(tmp_path, [url])
+    found = facts(run(root, "test-connection", DOMAIN))
+    kind = "StartTLS" if transport == "starttls" else "LDAPS"
+    assert found["tls"] == f"{kind}, certificate verified"
+
+
+class _TlsListener:
+    """A TLS server on 127.0.0.1 that completes handshakes, notes the SNI name each client
+    sent (None when it sent none) and closes: the client's LDAP then fails."""
+
+    def __init__(self, directory: Path) -> None:
+        from slapd import make_server_cert
+
+        cert, key = make_server_cert(directory, make_ca(directory))
+        self.ca_file = directory / "ca.pem"
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert, key)
+        self.names: list[str | None] = []
+        self.context.sni_callback = lambda _sock, name, _ctx: self.names.append(name)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)
+        self.port = self.listener.getsockname()[1]
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            client.settimeout(5)
+            with contextlib.suppress(OSError), self.context.wrap_socket(client, server_side=True):
+                pass
+
+    def __enter__(self) -> _TlsListener:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.listener.close()
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_the_host_name_is_sent_as_sni_and_an_address_never_is(tmp_path: Path, verify: bool) -> None:
+    with _TlsListener(tmp_path / "tls") as server:
+        for host in ("localhost", "127.0.0.1"):
+            url = f"ldaps://{host}:{server.port}"
+            ca_file = copy_ca(server.ca_file, tmp_path / host) if verify else None
+            root = workspace(tmp_path / host, [url], ca_file=ca_file, verify_certificate=verify)
+            assert_fails(run(root, "test-connection", DOMAIN), url)
+    # (RFC 6066 3: a literal IP address is not permitted in the server name)
+    assert server.names == ["localhost", None]
 
 
 def test_starttls_refused_by_the_server_never_falls_back_to_plain(

@@ -1080,3 +1080,25 @@ def test_a_message_id_outside_ldaps_range_is_refused() -> None:
         frame_message(2**31, b"")
     with pytest.raises(ValueError, match="message ID"):
         frame_message(-1, b"")
+
+
+_IDS = [1, 127, 128, 255, 256, 2**15 - 1, 2**15, 2**23, 2**24 - 1, 2**24, 2**31 - 1]
+_COOKIES = [0, 127, 128, 255, 256, 2**16 - 1, 2**16]
+
+
+@pytest.mark.parametrize(
+    ("message_id", "cookie_size"),
+    [*((i, c) for i in _IDS for c in _COOKIES), (1, 2**24), (2**31 - 1, 2**24)],
+)
+def test_framing_at_the_edges_of_ber_integers_and_lengths(
+    message_id: int, cookie_size: int
+) -> None:
+    # An ID one past a byte's range takes a leading zero octet (INTEGER is signed); cookies of
+    # 2**16 and 2**24 bytes push the control, the controls and the message to 3- and 4-octet
+    # lengths.
+    from ldap3.utils.asn1 import encode
+
+    cookie = (bytes(range(256)) * (cookie_size // 256 + 1))[:cookie_size]
+    message, operation, control = _ldap3_message(message_id, "(mail=*)", ["mail"], cookie)
+    framed = frame_message(message_id, encode(operation), (encode(control),))
+    assert framed == encode(message)

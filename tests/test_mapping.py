@@ -10,6 +10,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from reconciler.directory import Entry, Value
 from reconciler.mapping import (
     EXCLUDED,
@@ -465,3 +468,44 @@ def test_an_excluded_person_takes_every_address_of_theirs_along() -> None:
     result = map_entries([entry], spec)
     assert result.recipients == {}
     assert result.dropped == {"excluded": 2}
+
+
+# --- the inline path (no exclusions, no trace) is the general one, faster ----------------------
+
+_local_parts = st.sampled_from(["a", "b", "c", "Bob", "d.e", "x y", ""])
+_domains = st.sampled_from(["example.com", "EXAMPLE.COM", "example.net", "contoso.test", "x"])
+_addresses = st.builds(lambda local, domain: f"{local}@{domain}", _local_parts, _domains)
+_proxy = st.one_of(
+    _addresses.map(lambda a: "SMTP:" + a),
+    _addresses.map(lambda a: "smtp:" + a),
+    _addresses.map(lambda a: "Smtp:" + a),
+    _addresses,
+    st.just("X500:/o=Example/cn=a"),
+    st.just(b"\xff"),
+)
+_entries = st.lists(
+    st.tuples(st.lists(_addresses, max_size=3), st.lists(_proxy, max_size=4)), max_size=6
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(drawn=_entries)
+def test_aliases_claimed_inline_are_claimed_as_with_exclusions_or_a_trace(
+    drawn: list[tuple[list[str], list[Value]]],
+) -> None:
+    entries = [
+        entry(f"CN=u{n},DC=example,DC=com", mail=mail, proxyAddresses=proxy, objectGUID=[f"{n}"])
+        for n, (mail, proxy) in enumerate(drawn)
+    ]
+    domain_spec = spec(domain_aliases=["example.net"])
+    inline = map_entries(entries, domain_spec)
+    excluding = map_entries(
+        entries, spec(domain_aliases=["example.net"], exclude=["nobody@nowhere.invalid"])
+    )
+    traced = map_entries(entries, domain_spec, trace="a@example.com")
+    for general in (excluding, traced):
+        assert inline.recipients == general.recipients
+        assert inline.owners == general.owners
+        assert inline.conflicts == general.conflicts
+        assert inline.dropped == general.dropped
+        assert inline.invalid == general.invalid

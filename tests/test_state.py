@@ -507,3 +507,187 @@ def test_the_direct_text_of_a_recipient_is_its_canonical_json(recipient: Recipie
     from reconciler.recipient import canonical_json
 
     assert recipient.to_json() == canonical_json(recipient.to_dict())
+
+
+# --- the edges of a spliced write ----------------------------------------------------------------
+
+_PEOPLE = {
+    "bob@example.com": Recipient("mailbox", "Bob Jones", "2", "active"),
+    "carol@example.com": Recipient("mailbox", "Carol Dörr", "3", "disabled", username="cd"),
+    "dave@example.com": Recipient(kind="alias", target="bob@example.com"),
+}
+_NEW = Recipient("mailbox", "New \u2028 Person", "9", "active")
+
+
+def _loaded(recipients: dict[str, Recipient]) -> Any:
+    """``recipients`` as a canonical file loads them: lines in the file's text, not objects."""
+    from reconciler.state import _parse_whole
+
+    whole = _parse_whole(dump_state(State("example.com", recipients), SOURCE), PATH, "example.com")
+    assert whole is not None  # the whole-file reader took it: writes are spliced from its text
+    return whole.recipients
+
+
+def _after(before: dict[str, Recipient], changes: list[tuple[str, Recipient | None]]) -> str:
+    after = dict(before)
+    for address, recipient in changes:
+        if recipient is None:
+            after.pop(address, None)
+        else:
+            after[address] = recipient
+    return dump_state(State("example.com", after), SOURCE)
+
+
+@pytest.mark.parametrize(
+    ("before", "changes"),
+    [
+        pytest.param(_PEOPLE, [("bob@example.com", None)], id="remove-the-first-line"),
+        pytest.param(_PEOPLE, [("dave@example.com", None)], id="remove-the-last-line"),
+        pytest.param(_PEOPLE, [(a, None) for a in _PEOPLE], id="remove-every-line"),
+        pytest.param(_PEOPLE, [("aaron@example.com", _NEW)], id="add-before-the-first"),
+        pytest.param(_PEOPLE, [("zoe@example.com", _NEW)], id="add-after-the-last"),
+        pytest.param(
+            _PEOPLE,
+            [("a@example.com", _NEW), ("b@example.com", _NEW), ("bob@example.com", None)],
+            id="two-adds-before-a-removed-first-line",
+        ),
+        pytest.param(
+            _PEOPLE,
+            [("dave@example.com", _NEW), ("zz@example.com", _NEW), ("zzz@example.com", _NEW)],
+            id="update-the-last-and-add-two-after-it",
+        ),
+        pytest.param(
+            _PEOPLE,
+            [("o'brien@example.com", _NEW), ("jörg@example.com", _NEW)],
+            id="adds-with-quoted-keys",
+        ),
+        pytest.param(_PEOPLE, [("nobody@example.com", None)], id="remove-an-absent-address"),
+        pytest.param({"solo@example.com": _PEOPLE["bob@example.com"]}, [], id="one-line-unchanged"),
+        pytest.param(
+            {"solo@example.com": _PEOPLE["bob@example.com"]},
+            [("solo@example.com", _NEW)],
+            id="one-line-updated",
+        ),
+        pytest.param(
+            {"solo@example.com": _PEOPLE["bob@example.com"]},
+            [("solo@example.com", None)],
+            id="one-line-removed",
+        ),
+        pytest.param(
+            {"solo@example.com": _PEOPLE["bob@example.com"]},
+            [("a@example.com", _NEW), ("z@example.com", _NEW)],
+            id="one-line-with-adds-around-it",
+        ),
+    ],
+)
+def test_a_spliced_write_at_the_edges_is_a_fresh_dump(
+    before: dict[str, Recipient], changes: list[tuple[str, Recipient | None]]
+) -> None:
+    stored = _loaded(before)
+    updated = stored.updated(changes)
+    assert updated._spliced() is not None  # the text is cut from the file, not walked
+    written = "".join(iter_state_text(State("example.com", updated), SOURCE))
+    assert written == _after(before, changes)
+    assert dump_state(parse(written), SOURCE) == written
+
+
+def test_lines_with_escapes_and_non_ascii_text_are_kept_as_written_beside_a_change() -> None:
+    # Valid lines that are not what dump_state would write today (\/ and \u escapes, raw
+    # non-ASCII): the whole-file reader keeps them, and a splice must copy them byte for byte.
+    text = (
+        "# Managed by reconciler from inventories/example.com.yaml. Do not edit by hand.\n"
+        "domain: example.com\nhold: null\nrecipients:\n"
+        '  a@example.com: {"kind": "mailbox", "name": "A\\/B \\u00e9 \\"q\\"", "id": "1"}\n'
+        '  b@example.com: {"kind": "mailbox", "name": "Jörg 日本", "id": "2"}\n'
+        '  c@example.com: {"kind": "alias", "target": "b@example.com"}\n'
+    )
+    stored = parse(text).recipients
+    assert stored._spliced() is not None
+    assert stored["a@example.com"].name == 'A/B é "q"'
+    updated = stored.updated([("b@example.com", None), ("d@example.com", _NEW)])
+    written = "".join(iter_state_text(State("example.com", updated), SOURCE))
+    lines = text.splitlines(keepends=True)
+    assert written == "".join([*lines[:5], lines[6], f"  d@example.com: {_NEW.to_json()}\n"])
+
+
+def test_a_hold_set_or_lifted_with_no_recipient_change_keeps_every_line() -> None:
+    stored = _loaded(_PEOPLE)
+    body = dump_state(State("example.com", _PEOPLE), SOURCE).partition("recipients:\n")[2]
+    for hold in (Hold("rolled back to 0123456789", "2026-01-01T00:00:00Z"), None):
+        for recipients in (stored, stored.updated([])):
+            written = "".join(iter_state_text(State("example.com", recipients, hold), SOURCE))
+            assert written == dump_state(State("example.com", _PEOPLE, hold), SOURCE)
+            assert written.endswith("recipients:\n" + body)
+
+
+def test_an_updated_view_of_an_updated_view_is_written_as_the_changes_in_order() -> None:
+    stored = _loaded(_PEOPLE)
+    first = [("bob@example.com", None), ("eve@example.com", _NEW)]
+    second = [("eve@example.com", None), ("bob@example.com", _NEW), ("dave@example.com", None)]
+    twice = stored.updated(first).updated(second)
+    written = "".join(iter_state_text(State("example.com", twice), SOURCE))
+    assert written == _after(_PEOPLE, first + second)
+    assert dict(twice) == dict(parse(written).recipients)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(lambda t: t[:-1], id="no-final-newline"),
+        pytest.param(lambda t: t.replace("\n", "\r\n"), id="crlf"),
+        pytest.param(lambda t: t.replace("\n", "\r\n", 5), id="crlf-on-some-lines"),
+    ],
+)
+def test_text_the_whole_file_reader_refuses_is_read_and_rewritten_by_the_line_reader(
+    edit: Any,
+) -> None:
+    from reconciler.state import _parse_whole
+
+    text = edit(dump_state(State("example.com", _PEOPLE), SOURCE))
+    assert _parse_whole(text, PATH, "example.com") is None  # never sliced at wrong offsets
+    stored = parse(text).recipients
+    assert dict(stored) == _PEOPLE
+    changes: list[tuple[str, Recipient | None]] = [
+        ("dave@example.com", None),
+        ("e@example.com", _NEW),
+    ]
+    written = "".join(iter_state_text(State("example.com", stored.updated(changes)), SOURCE))
+    assert written == _after(_PEOPLE, changes)
+
+
+def test_a_crlf_file_on_disk_is_read_whole_and_written_back_with_lf(tmp_path: Path) -> None:
+    # Files are read with universal newlines, so a checkout with CRLF line ends is the same
+    # canonical text to the whole-file reader, and is written back with LF.
+    path = tmp_path / "example.com.yaml"
+    text = dump_state(State("example.com", _PEOPLE), SOURCE)
+    path.write_bytes(text.replace("\n", "\r\n").encode("utf-8"))
+    stored = load_state(path, "example.com").recipients
+    assert stored._spliced() is not None
+    changes: list[tuple[str, Recipient | None]] = [("carol@example.com", _NEW)]
+    write_state(path, iter_state_text(State("example.com", stored.updated(changes)), SOURCE))
+    assert path.read_bytes() == _after(_PEOPLE, changes).encode("utf-8")
+
+
+def test_every_ascii_character_in_a_name_or_target_reads_back_the_same_through_yaml() -> None:
+    # ASCII text skips the escape regex: only DEL needs escaping there (JSON escapes C0).
+    recipients = {}
+    for code in range(128):
+        recipients[f"m{code:03d}@example.com"] = Recipient("mailbox", f"a{chr(code)}b", "1")
+        recipients[f"t{code:03d}@example.com"] = Recipient(
+            kind="alias", target=f"x{chr(code)}y@example.com"
+        )
+    text = dump_state(State("example.com", recipients), SOURCE)
+    assert "\x7f" not in text and "\\u007f" in text
+    assert text.count("\n") == 4 + len(recipients)  # one line each
+    assert safe_load(text) == plain(State("example.com", recipients))
+    assert parse(text) == State("example.com", recipients)
+
+
+def test_an_alias_with_a_user_name_keeps_it_in_its_line() -> None:
+    # A valid state line (from_dict accepts it); the alias fast path must not drop the field
+    # (the direct-text property above finds this case only now and then).
+    alias = Recipient(kind="alias", target="alice@example.com", username="asmith")
+    line = '{"kind": "alias", "username": "asmith", "target": "alice@example.com"}'
+    assert alias.to_json() == line
+    state = State("example.com", {"a@example.com": alias})
+    assert parse(dump_state(state, SOURCE)) == state
