@@ -39,9 +39,14 @@ def normalize(value: Value) -> str | None:
 
 def is_plain(address: str) -> bool:
     """Whether a lower-cased address has the usual shape that needs no library to validate."""
-    local, _, domain = address.rpartition("@")
+    local, at, domain = address.rpartition("@")
+    # Lengths first: only host names of a plausible size reach (and stay in) the domain cache.
     return (
-        _plain_domain(domain) and 0 < len(local) <= 64 and _PLAIN_LOCAL.fullmatch(local) is not None
+        bool(at)
+        and 0 < len(local) <= 64
+        and len(domain) <= 63
+        and _plain_domain(domain)
+        and _PLAIN_LOCAL.fullmatch(local) is not None
     )
 
 

@@ -64,7 +64,10 @@ def find_git_dir(path: Path) -> Path | None:
         if dot_git.is_dir():
             return dot_git
         if dot_git.is_file():  # a linked work tree or submodule: "gitdir: PATH"
-            text = dot_git.read_text(encoding="utf-8", errors="replace").strip()
+            try:
+                text = dot_git.read_text(encoding="utf-8", errors="replace").strip()
+            except OSError:
+                return None  # unreadable: opening the repository will say why, if it comes to that
             if text.startswith("gitdir:"):
                 return (directory / text.removeprefix("gitdir:").strip()).resolve()
             return None

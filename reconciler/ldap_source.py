@@ -387,8 +387,11 @@ class _WirePager(_Ldap3Pager):
         # never reuse an ID.
         self.message_id = self.connection.server.next_message_id()
         message = frame_message(self.message_id, self.operation, (control,))
+        sock = self.connection.socket
+        if sock is None:  # ldap3's own send would refuse a closed connection the same way
+            raise ServerUnusable("the search failed part-way: the connection is closed")
         try:
-            self.connection.socket.sendall(message)
+            sock.sendall(message)
         except OSError as exc:
             raise ServerUnusable(f"the search failed part-way: error sending data: {exc}") from None
 

@@ -193,3 +193,12 @@ def test_the_domain_cache_stays_bounded_and_answers_the_same_after_eviction() ->
     assert _plain_domain.cache_info().currsize <= maxsize
     assert normalize("Again@Example.com") == "again@example.com"
     assert normalize("again@example.123") == "again@example.123"
+
+
+def test_values_that_cannot_be_plain_addresses_never_reach_the_domain_cache() -> None:
+    from reconciler.addresses import _plain_domain
+
+    before = _plain_domain.cache_info().currsize
+    for value in ("no-at-sign-" * 40, "x@" + "a" * 64 + ".com", "l" * 65 + "@example.com"):
+        assert not is_plain(value)
+    assert _plain_domain.cache_info().currsize == before

@@ -983,3 +983,21 @@ def test_the_read_path_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("RECONCILER_LDAP_DECODER", "pyasn1")
     with pytest.raises(ConfigError, match="must be fast or ldap3, not 'pyasn1'"):
         read_path()
+
+
+def test_a_page_asked_for_on_a_closed_connection_is_a_server_failure(
+    slapd: SlapdServer, tmp_path: Path
+) -> None:
+    import ldap3
+
+    from reconciler.ldap_connection import ServerUnusable, parse_server_url
+    from reconciler.ldap_source import LdapSource, _WirePager
+
+    spec = load_spec(workspace(tmp_path, [slapd.ldap_url], tls="none"))
+    source = LdapSource(spec.directory, spec.users, None)
+    never_opened = ldap3.Connection(ldap3.Server("127.0.0.1", port=slapd.port))
+    assert never_opened.socket is None
+    server = parse_server_url(slapd.ldap_url, "none")
+    pager = _WirePager(source, never_opened, server, BASE_DN, ["mail"], "(mail=*)")
+    with pytest.raises(ServerUnusable, match="the connection is closed"):
+        pager.send(None)
