@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from reconciler import guards
 from reconciler.mapping import Conflict
-from reconciler.recipient import FIELD_ORDER, Recipient
+from reconciler.recipient import FIELD_ORDER, Recipient, json_string
 from reconciler.spec import Limits
 from reconciler.state import Hold, StoredRecipients
 
@@ -89,17 +89,12 @@ def summarize(recipient: Recipient) -> str:
         return f"alias → {recipient.target}"
     parts = [recipient.kind]
     if recipient.name:
-        parts.append(_quoted(recipient.name))
+        parts.append(json_string(recipient.name))  # every mailbox of a first plan
     if recipient.status and recipient.status != "active":
         parts.append(f"({recipient.status})")
     if recipient.members is not None:
         parts.append(f"{len(recipient.members)} members")
     return " ".join(parts)
-
-
-# json.dumps(text, ensure_ascii=False) for a str, without json.dumps' per-call set-up: it runs
-# for every mailbox of a first plan.
-_quoted = json.encoder.encode_basestring
 
 
 def _show(value: Any) -> str:

@@ -20,8 +20,9 @@ _YAML_UNSAFE = re.compile(
 )
 
 
-# json's own (C) string encoder, as json.dumps(ensure_ascii=False) uses it.
-_string = json.encoder.encode_basestring
+# json's own (C) string encoder: json.dumps(text, ensure_ascii=False) for a str, without
+# json.dumps' per-call set-up.
+json_string = json.encoder.encode_basestring
 
 
 def canonical_json(value: Any) -> str:
@@ -77,15 +78,15 @@ class Recipient:
                     and self.status is None
                     and self.username is None
                 ):
-                    return _yaml_safe(f'{{"kind": "alias", "target": {_string(target)}}}')
+                    return _yaml_safe(f'{{"kind": "alias", "target": {json_string(target)}}}')
             elif target is None:
                 name, id_, status, username = self.name, self.id, self.status, self.username
                 text = (
-                    f'{{"kind": {_string(self.kind)}'
-                    + ("" if name is None else f', "name": {_string(name)}')
-                    + ("" if id_ is None else f', "id": {_string(id_)}')
-                    + ("" if status is None else f', "status": {_string(status)}')
-                    + ("" if username is None else f', "username": {_string(username)}')
+                    f'{{"kind": {json_string(self.kind)}'
+                    + ("" if name is None else f', "name": {json_string(name)}')
+                    + ("" if id_ is None else f', "id": {json_string(id_)}')
+                    + ("" if status is None else f', "status": {json_string(status)}')
+                    + ("" if username is None else f', "username": {json_string(username)}')
                 )
                 return _yaml_safe(text + "}")
         return canonical_json(self.to_dict())  # lists, deactivated aliases, privileges…

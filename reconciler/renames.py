@@ -31,7 +31,10 @@ def renames_in(changes: Sequence[Change]) -> dict[str, str]:
     added = [
         (c.address, c.new.id)
         for c in changes
-        if c.action == "add" and c.new is not None and c.new.kind == "mailbox" and c.new.id
+        if c.action == "add"
+        and c.new is not None
+        and c.new.kind == "mailbox"
+        and c.new.id is not None
     ]
     if not added:
         return {}

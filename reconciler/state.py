@@ -134,7 +134,11 @@ class StoredRecipients(Mapping[str, Recipient]):
     def updated(self, changes: Iterable[tuple[str, Recipient | None]]) -> StoredRecipients:
         """These recipients with each (address, recipient or None for removal) applied: a view
         over them, so writing a 100k-line state after a few changes copies nothing."""
-        lines = _UpdatedLines(self, {a: r.to_json() if r else None for a, r in changes})
+        new = {a: r.to_json() if r else None for a, r in changes}
+        if isinstance(self._lines, _UpdatedLines):  # a view of a view: one view, changes merged
+            lines = _UpdatedLines(self._lines.base, {**self._lines.changes, **new})
+        else:
+            lines = _UpdatedLines(self, new)
         return StoredRecipients._backed_by(lines, None)
 
 
