@@ -8,7 +8,6 @@ rest of the sync still happens (SpamExperts' "allow updates" / "allow deactivati
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 from reconciler.plan import Change, Skipped
@@ -49,7 +48,7 @@ def apply_policy(
                 old = change.old
                 assert old is not None
                 if old.status != DISABLED:  # a leaver already disabled stays as it is
-                    disabled = dataclasses.replace(old, status=DISABLED)
+                    disabled = old._replace(status=DISABLED)
                     kept.append(Change("deactivate", change.address, old, disabled))
             else:
                 kept.append(change)

@@ -5,7 +5,6 @@ keeps from before (``recipient_defaults`` are for new recipients only). Pure fun
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -106,7 +105,7 @@ def with_recipient_defaults(
         before = address if address in existing else renames.get(address)
         kept = _existing_privileges(existing, before) if before is not None else privileges
         if kept != recipient.privileges:
-            result[address] = dataclasses.replace(recipient, privileges=kept)
+            result[address] = recipient._replace(privileges=kept)
     return result
 
 
