@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
@@ -200,7 +200,7 @@ def compute_changes(
     is), so unchanged recipients are never made into objects.
     """
     if isinstance(existing, StoredRecipients):
-        removed_lines, updated_lines, added = _merge_join(existing, desired)
+        removed_lines, updated_lines, added = existing.differences(desired)
         return (
             *(Change("remove", a, _parsed(line), None) for a, line in removed_lines),
             *(Change("update", a, _parsed(line), desired[a]) for a, line in updated_lines),
@@ -220,38 +220,6 @@ def compute_changes(
 
 def _parsed(line: str) -> Recipient:
     return Recipient.from_dict(json.loads(line))
-
-
-def _merge_join(
-    existing: StoredRecipients, desired: Mapping[str, Recipient]
-) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[str]]:
-    """Removed and updated (address, stored line)s, and added addresses: the state's lines,
-    sorted as stored, walked side by side with the sorted desired addresses, so no index of
-    the state is built."""
-    removed: list[tuple[str, str]] = []
-    updated: list[tuple[str, str]] = []
-    added: list[str] = []
-    text_of: Callable[[str], str] = (
-        desired.text_of if isinstance(desired, StoredRecipients) else lambda a: desired[a].to_json()
-    )
-    wanted = iter(sorted(desired))
-    address = next(wanted, None)
-    for stored, line in existing.items_text():
-        while address is not None and address < stored:
-            added.append(address)
-            address = next(wanted, None)
-        if address != stored:
-            removed.append((stored, line))
-            continue
-        # Equal text is equal recipients; different text may still be (a line of the state
-        # written another valid way), so only then are both made into objects.
-        if line != text_of(stored) and _parsed(line) != desired[stored]:
-            updated.append((stored, line))
-        address = next(wanted, None)
-    if address is not None:
-        added.append(address)
-        added += wanted
-    return removed, updated, added
 
 
 def apply_changes(

@@ -70,28 +70,32 @@ class Recipient(NamedTuple):
 
         Mailboxes and aliases (nearly every line of a state) are put together directly:
         this runs once per recipient of every plan."""
-        if self.members is None and self.privileges is None:
-            target = self.target
-            if self.kind == "alias":
-                if (
-                    target is not None
-                    and self.name is None
-                    and self.id is None
-                    and self.status is None
-                    and self.username is None
-                ):
-                    return _yaml_safe(f'{{"kind": "alias", "target": {json_string(target)}}}')
-            elif target is None:
-                name, id_, status, username = self.name, self.id, self.status, self.username
-                text = (
-                    f'{{"kind": {json_string(self.kind)}'
-                    + ("" if name is None else f', "name": {json_string(name)}')
-                    + ("" if id_ is None else f', "id": {json_string(id_)}')
-                    + ("" if status is None else f', "status": {json_string(status)}')
-                    + ("" if username is None else f', "username": {json_string(username)}')
-                )
-                return _yaml_safe(text + "}")
-        return canonical_json(self.to_dict())  # lists, deactivated aliases, privileges…
+        kind, name, id_, status, target, members, username, privileges = self
+        if members is not None or privileges is not None:
+            return canonical_json(self.to_dict())  # lists, privileges
+        if kind == "alias":
+            plain = name is None and id_ is None and status is None and username is None
+            if plain and target is not None:
+                return _yaml_safe('{"kind": "alias", "target": ' + json_string(target) + "}")
+            return canonical_json(self.to_dict())  # a deactivated alias…
+        if target is not None:
+            return canonical_json(self.to_dict())
+        if name is not None and id_ is not None and status in STATUSES and username is None:
+            # The mailbox of nearly every directory entry (a status never needs escaping).
+            text = (
+                f'{{"kind": {json_string(kind)}, "name": {json_string(name)}, '
+                f'"id": {json_string(id_)}, "status": "{status}"}}'
+            )
+        else:
+            text = (
+                f'{{"kind": {json_string(kind)}'
+                + ("" if name is None else f', "name": {json_string(name)}')
+                + ("" if id_ is None else f', "id": {json_string(id_)}')
+                + ("" if status is None else f', "status": {json_string(status)}')
+                + ("" if username is None else f', "username": {json_string(username)}')
+                + "}"
+            )
+        return _yaml_safe(text)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Recipient:

@@ -172,7 +172,8 @@ class _Read:
 def _read(workspace: Workspace, spec: DomainSpec, progress: ProgressFor | None) -> _Read:
     """Load the state and, unless the domain is on hold, read and plan it. Never raises."""
     try:
-        state = load_state(workspace.state_file(spec.domain), spec.domain)
+        # Its lines are checked by the plan, as it compares them with the directory's.
+        state = load_state(workspace.state_file(spec.domain), spec.domain, check=False)
         if state.hold is not None:
             # Not read at all: a rollback's hold means "leave this domain alone".
             return _Read(held=f"on hold since {state.hold.since}: {state.hold.reason}")

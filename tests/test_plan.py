@@ -265,7 +265,12 @@ def test_a_loaded_state_is_walked_without_building_an_index_until_asked_by_addre
     )
     assert stored._index is None  # the diff walked the text
     assert stored["bob@example.com"] == BOB
-    assert stored._index is not None
+    assert "nobody@example.com" not in stored
+    assert stored._index is None  # a few lookups search the text
+    for _ in range(64):
+        assert stored["carol@example.com"] == CAROL
+    assert stored._index is not None  # many build the index
+    assert stored["bob@example.com"] == BOB
 
 
 @given(name=st.text(min_size=1))

@@ -691,3 +691,119 @@ def test_an_alias_with_a_user_name_keeps_it_in_its_line() -> None:
     assert alias.to_json() == line
     state = State("example.com", {"a@example.com": alias})
     assert parse(dump_state(state, SOURCE)) == state
+
+
+# --- a plan's state: loaded unchecked, its lines checked as the diff compares them ---------------
+
+# Addresses that sort around each other, plain and quoted (o'b, a space, non-ASCII, a ": ").
+_addresses = st.sampled_from(["a", "b", "b.c", "o'b", '"a: {b"', "jörg", "z", "0"]).map(
+    lambda local: f"{local}@example.com"
+)
+_line_recipients = st.one_of(
+    st.builds(
+        lambda name, id_, status: Recipient("mailbox", name, id_, status),
+        st.sampled_from([None, "A", 'B "q"', "Dörr \u2028"]),
+        st.sampled_from([None, "1", "2"]),
+        st.sampled_from([None, "active", "disabled"]),
+    ),
+    st.sampled_from(["a@example.com", "z@example.com"]).map(lambda t: Recipient("alias", target=t)),
+    st.just(Recipient("list", "L", members=("a@example.com",))),
+    st.just(Recipient("mailbox", "P", "3", privileges=("login",))),
+)
+_states = st.dictionaries(_addresses, _line_recipients, max_size=8)
+
+# Hand edits of a file's recipient lines: each keeps it readable or makes it an error.
+_EDITS: dict[str, Any] = {
+    "none": lambda lines: lines,
+    "reversed": lambda lines: lines[::-1],
+    "a line twice": lambda lines: lines[:1] + lines,
+    "spaced": lambda lines: [line.replace('": "', '":  "', 1) for line in lines],
+    "a quoted plain key": lambda lines: [
+        line.replace("  a@example.com:", '  "a@example.com":') for line in lines
+    ],
+    "an unknown field": lambda lines: [
+        line.replace('{"kind": "mailbox"', '{"kind": "mailbox", "colour": "blue"') for line in lines
+    ],
+    "a bad status": lambda lines: [line.replace('"active"', '"gone"') for line in lines],
+    "a comment line": lambda lines: [*lines, "  # kept by hand\n"],
+    "an upper-case key": lambda lines: [
+        line.replace("  b@example.com:", '  "B@example.com":') for line in lines
+    ],
+    "not an object": lambda lines: [line.replace("{", "[", 1) for line in lines[:1]] + lines[1:],
+}
+
+
+def _edited(recipients: dict[str, Recipient], edit: str) -> str:
+    head, _, body = dump_state(State("example.com", recipients), SOURCE).partition("recipients:\n")
+    if not body:  # "recipients: {}": no lines to edit
+        return head
+    return head + "recipients:\n" + "".join(_EDITS[edit](body.splitlines(keepends=True)))
+
+
+def _outcome(do: Any) -> Any:
+    try:
+        return do()
+    except StateError as exc:
+        return ("StateError", exc.message)
+
+
+@settings(max_examples=400, deadline=None)
+@given(existing=_states, desired=_states, edit=st.sampled_from(sorted(_EDITS)))
+def test_an_unchecked_state_diffs_exactly_as_a_checked_one_or_fails_the_same(
+    existing: dict[str, Recipient], desired: dict[str, Recipient], edit: str
+) -> None:
+    from reconciler.plan import compute_changes
+
+    text = _edited(existing, edit)
+
+    def checked() -> Any:
+        stored = parse_state(text, PATH, "example.com").recipients
+        return compute_changes(dict(stored.items()), desired), len(stored)
+
+    def unchecked() -> Any:
+        stored = parse_state(text, PATH, "example.com", check=False).recipients
+        changes = compute_changes(stored, desired)
+        return changes, len(stored)
+
+    assert _outcome(unchecked) == _outcome(checked)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    existing=st.dictionaries(_addresses, _line_recipients, min_size=1, max_size=8), desired=_states
+)
+def test_after_an_unchecked_diff_the_file_is_searched_walked_and_spliced_as_written(
+    existing: dict[str, Recipient], desired: dict[str, Recipient]
+) -> None:
+    from reconciler.plan import apply_changes, compute_changes
+
+    text = dump_state(State("example.com", existing), SOURCE)
+    stored = parse_state(text, PATH, "example.com", check=False).recipients
+    changes = compute_changes(stored, desired)
+    # Every address found by the search in the text, absent ones not, with no index built.
+    for address in [*existing, "a@zzz.example", "@", "0"]:
+        assert (address in stored) == (address in existing)
+        if address in existing:
+            assert stored.text_of(address) == existing[address].to_json()
+    assert stored._index is None
+    assert list(stored.items_text()) == [(a, existing[a].to_json()) for a in sorted(existing)]
+    after = apply_changes(stored, changes)
+    written = "".join(iter_state_text(State("example.com", after), SOURCE))
+    assert written == dump_state(State("example.com", desired), SOURCE)
+
+
+def test_a_bad_line_of_an_unchecked_state_is_reported_when_the_plan_reaches_it(
+    tmp_path: Path,
+) -> None:
+    from reconciler.plan import compute_changes
+
+    path = tmp_path / "example.com.yaml"
+    path.write_text(SMALL_TEXT.replace('"status": "disabled"', '"status": "gone"'), "utf-8")
+    state = load_state(path, "example.com", check=False)  # the header alone: no error yet
+    with pytest.raises(StateError) as caught:
+        compute_changes(state.recipients, dict(SMALL.recipients))
+    assert caught.value.message == (
+        f"{path}:7: recipient bob@example.com: status must be one of active, disabled"
+    )
+    with pytest.raises(StateError):  # eagerly, the same error at once
+        load_state(path, "example.com")
