@@ -46,7 +46,9 @@ def is_plain(address: str) -> bool:
         and 0 < len(local) <= 64
         and len(domain) <= 63
         and _plain_domain(domain)
-        and _PLAIN_LOCAL.fullmatch(local) is not None
+        # Letters and digits only, the usual local part, need no regex (nor does its match
+        # cost more than all the rest): isalnum() alone would take non-ASCII letters.
+        and ((local.isalnum() and local.isascii()) or _PLAIN_LOCAL.fullmatch(local) is not None)
     )
 
 

@@ -222,8 +222,12 @@ class _UserMapper:
             return
         if self.keep_primaries:
             result.primary_of[normalize_dn(entry.dn)] = primary
-        if self._accept(entry, primary):
-            name = attributes.get(self.name, ()) if self.name else ()
+        plain, managed, dn = self.plain, self.managed, entry.dn
+        if plain and primary[primary.index("@") + 1 :] not in managed:
+            result.dropped[FOREIGN_DOMAIN] += 1
+        elif plain or self._accept(entry, primary):
+            names = attributes.get(self.name, ()) if self.name else ()
+            name = (names[0] if type(names[0]) is str else text(names[0])) if names else None
             username = None
             if self.username is not None:
                 login = attributes.get(self.username)
@@ -232,13 +236,14 @@ class _UserMapper:
                     if self.local_part_only and username is not None:
                         username = username.partition("@")[0]
             mailbox = Recipient(
-                "mailbox",
-                text(name[0]) if name else None,
-                entry_id,
-                "disabled" if disabled else "active",
-                username=username,
+                "mailbox", name, entry_id, "disabled" if disabled else "active", username=username
             )
-            self._claim(entry, primary, mailbox)
+            if not plain:
+                self._claim(entry, primary, mailbox)
+            elif (owner := result.owners.setdefault(primary, dn)) == dn:
+                result.recipients[primary] = mailbox
+            else:  # as _claim does
+                result.conflicts.setdefault(primary, {owner}).add(dn)
 
         if len(mail) > 1:
             addresses = [v for v in mail[1:] if type(v) is str] + addresses
@@ -246,7 +251,6 @@ class _UserMapper:
             return
         alias = Recipient("alias", target=primary)  # one object serves all of them
         seen = {primary}
-        plain, managed, dn = self.plain, self.managed, entry.dn
         owners, recipients = result.owners, result.recipients
         for raw in addresses:
             if raw == primary_raw:

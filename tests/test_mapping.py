@@ -490,7 +490,7 @@ _entries = st.lists(
 
 @settings(max_examples=300, deadline=None)
 @given(drawn=_entries)
-def test_aliases_claimed_inline_are_claimed_as_with_exclusions_or_a_trace(
+def test_addresses_claimed_inline_are_claimed_as_with_exclusions_or_a_trace(
     drawn: list[tuple[list[str], list[Value]]],
 ) -> None:
     entries = [
