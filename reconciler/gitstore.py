@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from filelock import FileLock, Timeout
-
 from reconciler.errors import GitError
 
 if TYPE_CHECKING:
@@ -140,6 +138,8 @@ class GitStore:
     def lock(self) -> Iterator[None]:
         """One run at a time per repository: wait briefly for another run, then give up
         naming it. The wait is LOCK_TIMEOUT_SECONDS, or $RECONCILER_LOCK_TIMEOUT seconds."""
+        from filelock import FileLock, Timeout  # here: a plan never locks
+
         lock = FileLock(str(self.git_dir / LOCK_FILE))
         owner = self.git_dir / LOCK_OWNER_FILE
         try:

@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from reconciler import guards
 from reconciler.mapping import Conflict
@@ -25,9 +25,9 @@ ACTIONS: tuple[Action, ...] = ("add", "update", "deactivate", "remove")
 SYMBOLS: Mapping[str, str] = {"remove": "-", "deactivate": "!", "update": "~", "add": "+"}
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One address added, updated or removed."""
+class Change(NamedTuple):
+    """One address added, updated or removed. (A named tuple, as Recipient is: a first plan
+    of a big directory makes one per address.)"""
 
     action: Action
     address: str
@@ -207,10 +207,15 @@ def compute_changes(
             *(Change("add", a, None, desired[a]) for a in added),
         )
     # Sorting plain address lists (not Change objects by a key function) keeps this fast
-    # at hundreds of thousands of recipients.
-    updated = sorted(a for a in desired if a in existing and existing[a] != desired[a])
-    removed = sorted(existing.keys() - desired.keys())
-    added = sorted(desired.keys() - existing.keys())
+    # at hundreds of thousands of recipients; the addresses on both sides are looked for
+    # from the smaller side (a first plan's state is empty).
+    if len(existing) <= len(desired):
+        both = [a for a in existing if a in desired]
+    else:
+        both = [a for a in desired if a in existing]
+    updated = sorted(a for a in both if existing[a] != desired[a])
+    removed = sorted(existing.keys() - desired.keys()) if len(both) < len(existing) else []
+    added = sorted(desired.keys() - existing.keys()) if existing else sorted(desired)
     return (
         *(Change("remove", a, existing[a], None) for a in removed),
         *(Change("update", a, existing[a], desired[a]) for a in updated),

@@ -19,7 +19,6 @@ from reconciler.errors import ConfigError, GitError, RefusedError
 from reconciler.gitstore import GitStore, find_git_dir
 from reconciler.groups import members_of, read_groups
 from reconciler.guards import Overrides, remaining
-from reconciler.history import history as history  # moved to history.py; still importable here
 from reconciler.inventory import load_specs
 from reconciler.lists import list_filter, map_lists, read_lists
 from reconciler.mapping import MappingResult, finish, map_entries

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.mapping import Conflict
-from reconciler.plan import DomainPlan, apply_changes, compute_changes, summarize
+from reconciler.plan import Change, DomainPlan, apply_changes, compute_changes, summarize
 from reconciler.recipient import Recipient
 from reconciler.render import commit_message, render_json, render_text
 from reconciler.state import (
@@ -225,6 +225,24 @@ _RECIPIENTS = st.one_of(
 _SIDES = st.dictionaries(
     st.tuples(_LOCALS, st.sampled_from(["x.org", "y.org"])).map("@".join), _RECIPIENTS
 )
+
+
+@settings(max_examples=300, deadline=None)
+@given(existing=_SIDES, desired=_SIDES)
+def test_the_changes_of_two_dictionaries_are_their_differences_by_definition(
+    existing: dict[str, Recipient], desired: dict[str, Recipient]
+) -> None:
+    every = sorted(existing.keys() | desired.keys())
+    expected = (
+        *(Change("remove", a, existing[a], None) for a in every if a not in desired),
+        *(
+            Change("update", a, existing[a], desired[a])
+            for a in every
+            if a in existing and a in desired and existing[a] != desired[a]
+        ),
+        *(Change("add", a, None, desired[a]) for a in every if a not in existing),
+    )
+    assert compute_changes(existing, desired) == expected
 
 
 @settings(max_examples=300, deadline=None)
