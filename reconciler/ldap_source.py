@@ -10,10 +10,11 @@ what was incomplete and where; nothing is applied from it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shlex
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import ldap3
@@ -56,6 +57,8 @@ log = logging.getLogger("reconciler.ldap")
 PageEntry = tuple[str, dict[str, list[Value]]]
 RECEIVE_SIZE = 256 * 1024
 
+# (dn, attributes) → Entry, in C: a named tuple's own constructor is a Python function.
+_as_entry: Callable[[PageEntry], Entry] = functools.partial(tuple.__new__, Entry)
 PAGED_RESULTS_OID = "1.2.840.113556.1.4.319"
 # A server that never clears the paging cookie would otherwise keep us reading forever.
 MAX_PAGES = 100_000
@@ -205,8 +208,7 @@ class LdapSource:
                 for dn, raw in entries:
                     yield self._entry(connection, server, dn, raw)
             else:
-                for dn, raw in entries:
-                    yield Entry(dn, raw)
+                yield from map(_as_entry, entries)
             if self._progress is not None:
                 read += len(entries)
                 self._progress(read, page)
@@ -412,8 +414,8 @@ class _WirePager(_Ldap3Pager):
             if not data:
                 raise ServerUnusable("the search failed part-way: the server closed the connection")
             for received_id, op in reader.feed(data):
-                if isinstance(op, SearchEntry) and received_id == message_id:
-                    entries.append((op.dn, op.attributes))
+                if type(op) is SearchEntry and received_id == message_id:
+                    entries.append(op)  # (dn, attributes), as a page entry is
                 elif isinstance(op, SearchDone) and received_id == message_id:
                     if reader.buffered:
                         raise DirectoryError(f"{server.url}: data after the end of a search result")

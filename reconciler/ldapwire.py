@@ -27,7 +27,7 @@ decoded once per reader, values sliced straight out of the message — in text m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypeAlias
+from typing import Any, NamedTuple, NoReturn, TypeAlias
 
 from reconciler.errors import DirectoryError
 
@@ -58,10 +58,10 @@ class ProtocolError(DirectoryError):
         self.reason, self.offset, self.stream_offset = reason, offset, stream_offset
 
 
-@dataclass(frozen=True, slots=True)
-class SearchEntry:
+class SearchEntry(NamedTuple):
     """Attribute names lower-cased (options such as ``;range=0-1499`` kept); values raw bytes,
-    or text as the reader's ``binary_types`` say."""
+    or text as the reader's ``binary_types`` say. A named tuple (dn, attributes): made for
+    every entry read, it is built as the tuple it is."""
 
     dn: str
     attributes: dict[str, list[Value]]
@@ -92,11 +92,8 @@ class OtherMessage:
 
 Message: TypeAlias = tuple[int, SearchEntry | SearchReference | SearchDone | OtherMessage]
 
-# A frozen dataclass's __init__ costs more than decoding a small entry: _entry fills the slots
-# directly (a field added to SearchEntry must be set there too; the tests compare whole entries).
-_new = object.__new__
-_set_dn = SearchEntry.__dict__["dn"].__set__
-_set_attributes = SearchEntry.__dict__["attributes"].__set__
+# A named tuple's own constructor is a Python function: _entry makes the tuple directly.
+_new_tuple = tuple.__new__
 
 
 class _Bad(Exception):
@@ -292,10 +289,7 @@ def _entry(
             attrs[name] += vals
         else:
             attrs[name] = vals
-    entry = _new(SearchEntry)
-    _set_dn(entry, dn)
-    _set_attributes(entry, attrs)
-    return entry, op_end
+    return _new_tuple(SearchEntry, (dn, attrs)), op_end
 
 
 def _cookie(buf: bytes, p: int, end: int) -> bytes | None:
