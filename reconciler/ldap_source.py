@@ -15,7 +15,7 @@ import logging
 import os
 import shlex
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import ldap3
 import ldap3.core.results
@@ -41,6 +41,8 @@ from reconciler.ldap_connection import (
     server_addresses,
 )
 from reconciler.ldapwire import (
+    SEARCH_ENTRY,
+    Frame,
     MessageReader,
     SearchDone,
     SearchEntry,
@@ -196,14 +198,17 @@ class LdapSource:
         )
         pager.send(None)
         read = 0
-        for page in range(1, MAX_PAGES + 1):
-            entries, cookie = pager.receive()
-            # (over the page's attribute names, each once: a set union runs in C)
-            ranged = any(";range=" in name for name in set().union(*(raw for _, raw in entries)))
+        for number in range(1, MAX_PAGES + 1):
+            page = pager.receive()
+            cookie = page.cookie
+            # Range retrieval needs the connection to itself: a page with ranges is read
+            # through before the next is asked for.
+            ranged = page.maybe_ranged and page.ranged()
             if cookie and not ranged:
-                # Ask for the next page before mapping this one: the server works on it
-                # meanwhile. (Range retrieval needs the connection to itself: not then.)
+                # Ask for the next page before decoding and mapping this one: the server
+                # works on it meanwhile.
                 pager.send(cookie)
+            entries = page.entries()
             if ranged:
                 for dn, raw in entries:
                     yield self._entry(connection, server, dn, raw)
@@ -211,9 +216,9 @@ class LdapSource:
                 yield from map(_as_entry, entries)
             if self._progress is not None:
                 read += len(entries)
-                self._progress(read, page)
+                self._progress(read, number)
             if not cookie:
-                log.debug("%s: read %d page(s)", server.url, page)
+                log.debug("%s: read %d page(s)", server.url, number)
                 return
             if ranged:
                 pager.send(cookie)
@@ -320,6 +325,32 @@ class LdapSource:
         return shlex.join(words)
 
 
+class _Page:
+    """One page of a search: its paging cookie, and its entries, decoded when first asked
+    for. ``maybe_ranged``: whether an attribute may come in ranges (AD range retrieval), as
+    far as can be told without decoding; :meth:`ranged` tells for sure."""
+
+    def __init__(
+        self,
+        cookie: bytes | None,
+        decode: Callable[[], list[PageEntry]],
+        maybe_ranged: bool = True,
+    ) -> None:
+        self.cookie, self.maybe_ranged = cookie, maybe_ranged
+        self._decode = decode
+        self._entries: list[PageEntry] | None = None
+
+    def entries(self) -> list[PageEntry]:
+        if self._entries is None:
+            self._entries = self._decode()
+        return self._entries
+
+    def ranged(self) -> bool:
+        # (over the page's attribute names, each once: a set union runs in C)
+        names = set().union(*(raw for _, raw in self.entries()))
+        return any(";range=" in name for name in names)
+
+
 class _Ldap3Pager:
     """Pages through ldap3's own decoder (the reference path): sending is deferred to receive."""
 
@@ -339,7 +370,7 @@ class _Ldap3Pager:
     def send(self, cookie: bytes | None) -> None:
         self.cookie = cookie
 
-    def receive(self) -> tuple[list[PageEntry], bytes | None]:
+    def receive(self) -> _Page:
         response = self.source._request(
             self.connection,
             self.server,
@@ -356,7 +387,8 @@ class _Ldap3Pager:
             if item["type"] == "searchResEntry":
                 entries.append((item["dn"], decoded_attributes(item["raw_attributes"])))
         controls = (self.connection.result or {}).get("controls") or {}
-        return entries, controls.get(PAGED_RESULTS_OID, {}).get("value", {}).get("cookie")
+        cookie = controls.get(PAGED_RESULTS_OID, {}).get("value", {}).get("cookie")
+        return _Page(cookie, lambda: entries)
 
 
 class _WirePager(_Ldap3Pager):
@@ -398,12 +430,15 @@ class _WirePager(_Ldap3Pager):
         except OSError as exc:
             raise ServerUnusable(f"the search failed part-way: error sending data: {exc}") from None
 
-    def receive(self) -> tuple[list[PageEntry], bytes | None]:
+    def receive(self) -> _Page:
+        """Read the page through to its searchResDone, checked at once; its entries are kept
+        as received and decoded when the page's entries are asked for (by then the next page
+        has been asked for: the server sends it while this one is decoded)."""
         server, base, message_id = self.server, self.base, self.message_id
         sock = self.connection.socket
         sock.settimeout(self.source._directory.timeout)
         reader = MessageReader(binary_types=BINARY_ATTRIBUTES)
-        entries: list[PageEntry] = []
+        entries: list[Frame] = []
         while True:
             try:
                 data = sock.recv(RECEIVE_SIZE)
@@ -413,23 +448,47 @@ class _WirePager(_Ldap3Pager):
                 ) from None
             if not data:
                 raise ServerUnusable("the search failed part-way: the server closed the connection")
-            for received_id, op in reader.feed(data):
-                if type(op) is SearchEntry and received_id == message_id:
-                    entries.append(op)  # (dn, attributes), as a page entry is
-                elif isinstance(op, SearchDone) and received_id == message_id:
+            for frame in reader.frames(data):
+                if frame.tag == SEARCH_ENTRY:
+                    entries.append(frame)
+                    continue
+                received_id, op = reader.decode(frame)
+                if isinstance(op, SearchDone) and received_id == message_id:
                     if reader.buffered:
                         raise DirectoryError(f"{server.url}: data after the end of a search result")
                     if op.result_code != 0:
                         raise incomplete_error(server, base, op.result_code, op.diagnostic)
-                    return entries, op.paged_cookie
-                elif isinstance(op, SearchReference) and received_id == message_id:
-                    raise referral_error(server, base, op.uris)
-                elif received_id == 0:  # an unsolicited notification: the server is going away
-                    raise ServerUnusable("the search failed part-way: the server disconnected")
-                else:
-                    raise DirectoryError(
-                        f"{server.url}: unexpected response (message {received_id}) to the search"
+                    # A value that merely reads ";range=" costs the page its head start.
+                    maybe_ranged = any(b";range=" in frame.message for frame in entries)
+                    return _Page(
+                        op.paged_cookie,
+                        lambda: self._decoded(reader, entries, message_id),
+                        maybe_ranged,
                     )
+                self._unexpected(received_id, op, message_id)
+
+    def _decoded(
+        self, reader: MessageReader, frames: list[Frame], message_id: int
+    ) -> list[PageEntry]:
+        """The entries of the page asked for as ``message_id`` (by now the next page may have
+        been asked for, under the next ID)."""
+        entries: list[PageEntry] = []
+        append, decode = entries.append, reader.decode
+        for frame in frames:
+            received_id, op = decode(frame)
+            if type(op) is not SearchEntry or received_id != message_id:
+                self._unexpected(received_id, op, message_id)
+            append(op)  # (dn, attributes), as a page entry is
+        return entries
+
+    def _unexpected(self, received_id: int, op: object, message_id: int) -> NoReturn:
+        if isinstance(op, SearchReference) and received_id == message_id:
+            raise referral_error(self.server, self.base, op.uris)
+        if received_id == 0:  # an unsolicited notification: the server is going away
+            raise ServerUnusable("the search failed part-way: the server disconnected")
+        raise DirectoryError(
+            f"{self.server.url}: unexpected response (message {received_id}) to the search"
+        )
 
 
 def read_path() -> str:

@@ -26,6 +26,7 @@ decoded once per reader, values sliced straight out of the message — in text m
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple, NoReturn, TypeAlias
 
@@ -34,6 +35,7 @@ from reconciler.errors import DirectoryError
 PAGED_RESULTS_OID = "1.2.840.113556.1.4.319"
 # protocolOp tag octets (APPLICATION class, constructed); OtherMessage.tag holds such an octet.
 BIND_RESPONSE = 0x61
+SEARCH_ENTRY, SEARCH_DONE = 0x64, 0x65
 EXTENDED_RESPONSE = 0x78  # with message id 0: an unsolicited notification (RFC 4511 4.4)
 INTERMEDIATE_RESPONSE = 0x79
 
@@ -418,21 +420,31 @@ class MessageReader:
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Message]:
         """Add ``data``; the messages it completed."""
+        decode = self.decode
+        # Each message decoded as soon as it is framed: the first error in the stream is the
+        # one raised.
+        return [decode(frame) for frame in self._framed(data)]
+
+    def frames(self, data: bytes | bytearray | memoryview) -> list[Frame]:
+        """Add ``data``; the messages it completed, framed but not decoded yet (each one is
+        then decoded with :meth:`decode`, in order): a caller can see which is the search's
+        end by :attr:`Frame.tag`, act on it, and decode the entries before it afterwards."""
+        return list(self._framed(data))
+
+    def _framed(self, data: bytes | bytearray | memoryview) -> Iterator[Frame]:
         if self._error is not None:
             raise self._error
         pending = self._pending
         if pending:
             pending += data
             if len(pending) < self._need:
-                return []
+                return
             buf = bytes(pending)
         elif not data:
-            return []
+            return
         else:
             buf = data if type(data) is bytes else bytes(data)
-        out: list[Message] = []
-        append, types, limit = out.append, self._types, self.max_message_size
-        binary = self.binary_types
+        limit, consumed = self.max_message_size, self._consumed
         pos, size = 0, len(buf)
         try:
             while pos < size:
@@ -457,20 +469,51 @@ class MessageReader:
                 if end > size:
                     self._need = end - pos
                     break
-                message = buf[pos:end]  # its own copy: small offsets, nothing beyond it to read
-                try:
-                    append(_decode(message, p - pos, end - pos, types, binary))
-                except (_Bad, IndexError):  # again, padded: a read past the end finds "nothing"
-                    _decode(message + bytes(8), p - pos, end - pos, {}, binary)
-                    raise _Bad("undecodable message", 0) from None
+                # Its own copy: small offsets, nothing beyond it to read.
+                yield _new_tuple(Frame, (buf[pos:end], p - pos, consumed + pos))
                 pos = end
         except _Bad as exc:
-            self._error = ProtocolError(exc.reason, exc.offset, self._consumed + pos)
-            self._pending = bytearray()
-            raise self._error from None
+            self._fail(exc, consumed + pos)
         self._consumed += pos
         if pos < size:
             self._pending = bytearray(memoryview(buf)[pos:])
         elif pending:
             self._pending = bytearray()
-        return out
+
+    def decode(self, frame: Frame) -> Message:
+        """The message of a frame :meth:`frames` returned."""
+        if self._error is not None:
+            raise self._error
+        message, start = frame.message, frame.start
+        try:
+            try:
+                return _decode(message, start, len(message), self._types, self.binary_types)
+            except (_Bad, IndexError):  # again, padded: a read past the end finds "nothing"
+                _decode(message + bytes(8), start, len(message), {}, self.binary_types)
+                raise _Bad("undecodable message", 0) from None
+        except _Bad as exc:
+            self._fail(exc, frame.stream_offset)
+
+    def _fail(self, exc: _Bad, stream_offset: int) -> NoReturn:
+        self._error = ProtocolError(exc.reason, exc.offset, stream_offset)
+        self._pending = bytearray()
+        raise self._error from None
+
+
+class Frame(NamedTuple):
+    """One whole LDAPMessage as received: its bytes, where its contents start (after the
+    SEQUENCE header) and where it starts in the response stream."""
+
+    message: bytes
+    start: int
+    stream_offset: int
+
+    @property
+    def tag(self) -> int | None:
+        """The protocolOp tag octet (SEARCH_ENTRY…) when the messageID before it is one of
+        the usual 1-4 octets, else None (only decoding tells)."""
+        message, start = self.message, self.start
+        if len(message) > start + 2 and message[start] == 0x02 and 0 < message[start + 1] <= 4:
+            at = start + 2 + message[start + 1]
+            return message[at] if at < len(message) else None
+        return None

@@ -15,6 +15,9 @@ Modes:
                connection (SO_LINGER 0: a TCP RST, not an orderly close).
 ``blackhole``  accept connections, read and discard what the client sends, never answer
                (``target`` is not used).
+``corrupt``    forward, but once ``after`` bytes have come from the server, make the next
+               ``mail`` attribute's SEQUENCE a SET: an entry that frames as a message of the
+               right size and does not decode.
 ``striptls``   forward, but answer a StartTLS extended request itself with protocolError and do
                not pass it on (what a downgrade attacker does); the client's later requests are
                forwarded as usual.
@@ -35,7 +38,9 @@ import time
 from types import TracebackType
 
 PASS, STALL, RESET, BLACKHOLE, STRIPTLS = "pass", "stall", "reset", "blackhole", "striptls"
-MODES = (PASS, STALL, RESET, BLACKHOLE, STRIPTLS)
+CORRUPT = "corrupt"
+MODES = (PASS, STALL, RESET, BLACKHOLE, STRIPTLS, CORRUPT)
+_MAIL_TYPE = b"\x04\x04mail"  # the attribute type OCTET STRING "mail"
 
 BIND_REQUEST = 0x60
 EXTENDED_REQUEST = 0x77
@@ -131,6 +136,7 @@ class TcpProxy:
 
     def _pump(self, client: socket.socket, upstream: socket.socket | None) -> None:
         sent = 0  # bytes forwarded from the server to the client
+        corrupted = False
         pending = b""  # client bytes not yet framed into whole LDAP messages (striptls)
         with selectors.DefaultSelector() as selector:
             selector.register(client, selectors.EVENT_READ)
@@ -153,6 +159,8 @@ class TcpProxy:
                     # From the server.
                     if self.mode in (STALL, RESET):
                         data = data[: max(0, self.after - sent)]
+                    if self.mode == CORRUPT and not corrupted and sent + len(data) > self.after:
+                        data, corrupted = _corrupted(data, max(2, self.after - sent))
                     if data:
                         client.sendall(data)
                         sent += len(data)
@@ -223,3 +231,12 @@ def _extended_error(message_id: bytes, text: str) -> bytes:
     """An ExtendedResponse with resultCode protocolError (2), as a server without StartTLS."""
     result = _tlv(0x0A, b"\x02") + _tlv(0x04, b"") + _tlv(0x04, text.encode())
     return _tlv(0x30, _tlv(0x02, message_id) + _tlv(0x78, result))
+
+
+def _corrupted(data: bytes, start: int) -> tuple[bytes, bool]:
+    """``data`` with the SEQUENCE tag of the first mail attribute from ``start`` on made a SET
+    tag, and whether there was one (in this piece of the stream)."""
+    at = data.find(_MAIL_TYPE, start)
+    if at < 0 or data[at - 2] != 0x30:
+        return data, False
+    return data[: at - 2] + b"\x31" + data[at - 1 :], True

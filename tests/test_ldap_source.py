@@ -31,7 +31,16 @@ import pytest
 from conftest import SAMPLE_LDIF, require_slapd_tools
 from gitrepo import commit_all, git, head, init_repo, invoke, isolate_git
 from slapd import BASE_DN, READER_DN, READER_PASSWORD, SlapdServer, find_tool, free_port, make_ca
-from tcpproxy import BIND_REQUEST, BLACKHOLE, EXTENDED_REQUEST, RESET, STALL, STRIPTLS, TcpProxy
+from tcpproxy import (
+    BIND_REQUEST,
+    BLACKHOLE,
+    CORRUPT,
+    EXTENDED_REQUEST,
+    RESET,
+    STALL,
+    STRIPTLS,
+    TcpProxy,
+)
 from typer.testing import Result
 
 import reconciler
@@ -815,6 +824,27 @@ def test_a_server_failing_mid_search_is_an_error(
         assert not isinstance(raised.value, ReadInterrupted)
         assert f"{proxy.url}: the search failed part-way" in raised.value.message
         assert 20 <= len(seen) < BIG
+
+
+def test_an_entry_that_does_not_decode_fails_the_read_after_the_next_page_was_asked_for(
+    big_slapd: SlapdServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Our decoder decodes a page once the next one has been asked for: an entry of it that
+    # does not decode still ends the read, and nothing is applied. (ldap3's decoder reads a
+    # page whole before the next request, and is not this test's subject.)
+    monkeypatch.setenv("RECONCILER_LDAP_DECODER", "fast")
+    with TcpProxy(("127.0.0.1", big_slapd.port), CORRUPT, after=PART_WAY) as proxy:
+        repo = gitops(tmp_path, [proxy.url], tls="none", page_size=20, timeout=5)
+        before = head(repo)
+        result = run(repo, "apply")
+        seen = []
+        with pytest.raises(DirectoryError, match="invalid LDAP response from the server"):
+            for entry in open_source(load_spec(repo)).entries():
+                seen.append(entry.dn)
+    assert_fails(result, "invalid LDAP response from the server: ", "PartialAttribute SEQUENCE")
+    assert head(repo) == before
+    assert not (repo / "state").exists()
+    assert 20 <= len(seen) < BIG and len(seen) % 20 == 0  # whole pages only, then the error
 
 
 @pytest.mark.parametrize("mode", [STALL, RESET])

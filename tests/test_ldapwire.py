@@ -1102,3 +1102,48 @@ def test_framing_at_the_edges_of_ber_integers_and_lengths(
     message, operation, control = _ldap3_message(message_id, "(mail=*)", ["mail"], cookie)
     framed = frame_message(message_id, encode(operation), (encode(control),))
     assert framed == encode(message)
+
+
+# --- framing first, decoding later (a paged search decodes a page after asking for the next) ---
+
+
+def framed_then_decoded(data: bytes, sizes: list[int]) -> Any:
+    """``data`` fed in ``sizes`` pieces to frames(), every frame decoded once all are framed:
+    messages and bytes left, or the (first) error."""
+    reader = MessageReader(max_message_size=4096)
+    frames = []
+    pos, i = 0, 0
+    try:
+        while pos < len(data):
+            frames += reader.frames(data[pos : pos + sizes[i % len(sizes)]])
+            pos += sizes[i % len(sizes)]
+            i += 1
+        return [reader.decode(frame) for frame in frames], reader.buffered
+    except ProtocolError:
+        return ProtocolError
+
+
+@settings(max_examples=300, deadline=1000, suppress_health_check=[HealthCheck.too_slow])
+@given(messages=st.lists(valid_messages(), min_size=1, max_size=5), sizes=CHUNKS)
+def test_frames_decoded_later_are_the_messages_fed_and_their_tags_are_the_operations(
+    messages: list[tuple[bytes, Message]], sizes: list[int]
+) -> None:
+    data = b"".join(encoded for encoded, _ in messages)
+    reader = MessageReader()
+    frames = reader.frames(data)
+    assert [frame.message for frame in frames] == [encoded for encoded, _ in messages]
+    kinds = {SearchEntry: 0x64, SearchDone: 0x65, SearchReference: 0x73}
+    for frame, (_, (_, op)) in zip(frames, messages, strict=True):
+        assert frame.tag == (op.tag if isinstance(op, OtherMessage) else kinds[type(op)])
+    assert framed_then_decoded(data, sizes) == ([expected for _, expected in messages], 0)
+
+
+@settings(max_examples=500, deadline=1000, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.one_of(mutated(), ANY_BYTES), sizes=CHUNKS)
+def test_frames_decoded_later_fail_when_feeding_fails(data: bytes, sizes: list[int]) -> None:
+    fed = chunked_or_error(data, sizes)
+    later = framed_then_decoded(data, sizes)
+    if isinstance(fed, ProtocolError):
+        assert later is ProtocolError  # (maybe another one: framing runs ahead of decoding)
+    else:
+        assert later == fed
