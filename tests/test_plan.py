@@ -313,3 +313,47 @@ def test_the_digest_is_streamed_but_that_of_the_whole_json_text(
 
     whole = json.dumps([domain, changes], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     assert plan_digest(domain, iter(changes)) == hashlib.sha256(whole.encode()).hexdigest()[:16]
+
+
+_texts = st.text(max_size=6)
+_any_recipient = st.builds(
+    Recipient,
+    kind=st.sampled_from(["mailbox", "alias", "list"]),
+    name=st.none() | _texts,
+    id=st.none() | _texts,
+    status=st.none() | st.sampled_from(["active", "disabled"]),
+    target=st.none() | _texts,
+    members=st.none() | st.lists(_texts, max_size=3).map(tuple),
+    username=st.none() | _texts,
+    privileges=st.none() | st.lists(_texts, max_size=2).map(tuple),
+)
+_any_change = st.builds(
+    Change,
+    action=st.sampled_from(["add", "update", "deactivate", "remove"]),
+    address=_texts,
+    old=st.none() | _any_recipient,
+    new=st.none() | _any_recipient,
+    renamed_from=st.none() | _texts,
+)
+
+
+@given(changes=st.lists(_any_change, max_size=5), domain=_texts)
+def test_a_plans_digest_is_that_of_its_changes_plain_json(
+    changes: list[Change], domain: str
+) -> None:
+    from reconciler.plan import _compact, _compact_change, plan_digest
+
+    for change in changes:
+        assert _compact_change(change) == _compact(change.to_dict())
+    plan = DomainPlan(domain, tuple(changes), 0, 0, "test")
+    assert plan.digest() == plan_digest(domain, (c.to_dict() for c in changes))
+
+
+def test_the_digest_of_thousands_of_changes_is_that_of_the_whole_json_text() -> None:
+    import hashlib
+
+    from reconciler.plan import plan_digest
+
+    changes = [{"action": "add", "address": f"u{i}@x", "n": i} for i in range(9000)]
+    whole = json.dumps(["x", changes], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    assert plan_digest("x", iter(changes)) == hashlib.sha256(whole.encode()).hexdigest()[:16]
