@@ -529,15 +529,21 @@ def chunked_or_error(data: bytes, sizes: list[int]) -> tuple[list[Message], int]
     error (any other exception fails the test)."""
     reader = MessageReader(max_message_size=4096)
     out: list[Message] = []
-    pos, i = 0, 0
     try:
-        while pos < len(data):
-            out += reader.feed(data[pos : pos + sizes[i % len(sizes)]])
-            pos += sizes[i % len(sizes)]
-            i += 1
+        for piece in pieces(data, sizes):
+            out += reader.feed(piece)
     except ProtocolError as exc:
         return exc
     return out, reader.buffered
+
+
+def pieces(data: bytes, sizes: list[int]) -> Iterator[bytes]:
+    """``data`` cut in pieces of ``sizes`` (cycled)."""
+    pos, i = 0, 0
+    while pos < len(data):
+        yield data[pos : pos + sizes[i % len(sizes)]]
+        pos += sizes[i % len(sizes)]
+        i += 1
 
 
 def check_consistent(data: bytes, sizes: list[int]) -> None:
@@ -1112,12 +1118,9 @@ def framed_then_decoded(data: bytes, sizes: list[int]) -> Any:
     messages and bytes left, or the (first) error."""
     reader = MessageReader(max_message_size=4096)
     frames = []
-    pos, i = 0, 0
     try:
-        while pos < len(data):
-            frames += reader.frames(data[pos : pos + sizes[i % len(sizes)]])
-            pos += sizes[i % len(sizes)]
-            i += 1
+        for piece in pieces(data, sizes):
+            frames += reader.frames(piece)
         return [reader.decode(frame) for frame in frames], reader.buffered
     except ProtocolError:
         return ProtocolError

@@ -9,6 +9,7 @@ from pathlib import Path
 import jsonschema
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import any_recipient
 
 from reconciler.mapping import Conflict
 from reconciler.plan import Change, DomainPlan, apply_changes, compute_changes, summarize
@@ -316,17 +317,7 @@ def test_the_digest_is_streamed_but_that_of_the_whole_json_text(
 
 
 _texts = st.text(max_size=6)
-_any_recipient = st.builds(
-    Recipient,
-    kind=st.sampled_from(["mailbox", "alias", "list"]),
-    name=st.none() | _texts,
-    id=st.none() | _texts,
-    status=st.none() | st.sampled_from(["active", "disabled"]),
-    target=st.none() | _texts,
-    members=st.none() | st.lists(_texts, max_size=3).map(tuple),
-    username=st.none() | _texts,
-    privileges=st.none() | st.lists(_texts, max_size=2).map(tuple),
-)
+_any_recipient = any_recipient(_texts)
 _any_change = st.builds(
     Change,
     action=st.sampled_from(["add", "update", "deactivate", "remove"]),

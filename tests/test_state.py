@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
+from strategies import any_recipient
 
 from reconciler.errors import StateError
 from reconciler.recipient import Recipient
@@ -488,18 +489,7 @@ def test_an_updated_state_is_written_as_if_dumped_anew(
     )
 
 
-_text = st.text(max_size=12)
-_any_recipient = st.builds(
-    Recipient,
-    kind=st.sampled_from(["mailbox", "alias", "list"]),
-    name=st.none() | _text,
-    id=st.none() | _text,
-    status=st.none() | st.sampled_from(["active", "disabled"]),
-    target=st.none() | _text,
-    members=st.none() | st.lists(_text, max_size=3).map(tuple),
-    username=st.none() | _text,
-    privileges=st.none() | st.lists(_text, max_size=2).map(tuple),
-)
+_any_recipient = any_recipient(st.text(max_size=12))
 
 
 @given(recipient=_any_recipient)
