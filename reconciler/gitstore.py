@@ -208,15 +208,14 @@ class GitStore:
 
     def commit_in(self, worktree: Path, relative: Path, message: str) -> str:
         """Commit exactly ``relative`` (already written) in ``worktree`` with ``git commit``,
-        so hooks and signing apply; returns the new commit."""
+        so hooks and signing apply; returns the new commit. The worktree is the run's own,
+        checked out for it: what is staged is ``relative`` alone, and committing the index
+        as it is spares hashing a big state file a second time (as ``--only`` would)."""
         message_file = worktree.parent / f"{worktree.name}.message"
         message_file.write_text(message, encoding="utf-8")
         try:
             self._git("add", "--", str(relative), cwd=worktree)
-            self._git(
-                "commit", "--quiet", "--no-edit", "-F", str(message_file), "--only", "--",
-                str(relative), cwd=worktree,
-            )  # fmt: skip
+            self._git("commit", "--quiet", "--no-edit", "-F", str(message_file), cwd=worktree)
         finally:
             message_file.unlink(missing_ok=True)
         return self._git("rev-parse", "HEAD", cwd=worktree)
