@@ -85,17 +85,16 @@ class Skipped:
 
 
 def summarize(recipient: Recipient) -> str:
-    """A short description of a recipient for plan lines."""
-    if recipient.kind == "alias":
-        return f"alias → {recipient.target}"
-    parts = [recipient.kind]
-    if recipient.name:
-        parts.append(json_string(recipient.name))  # every mailbox of a first plan
-    if recipient.status and recipient.status != "active":
-        parts.append(f"({recipient.status})")
-    if recipient.members is not None:
-        parts.append(f"{len(recipient.members)} members")
-    return " ".join(parts)
+    """A short description of a recipient for plan lines (every line of a first plan)."""
+    kind, name, _, status, target, members, _, _ = recipient
+    if kind == "alias":
+        return f"alias → {target}"
+    text = f"{kind} {json_string(name)}" if name else kind
+    if status and status != "active":
+        text += f" ({status})"
+    if members is not None:
+        text += f" {len(members)} members"
+    return text
 
 
 def _show(value: Any) -> str:
