@@ -55,7 +55,7 @@ def sorted_recipients(recipients: Mapping[str, Recipient]) -> Iterator[tuple[str
     file is, without building an index of every address first."""
     if isinstance(recipients, StoredRecipients):
         for address, text in recipients.items_text():
-            yield address, Recipient.from_dict(json.loads(text))
+            yield address, Recipient.from_json(text)
     else:
         for address in sorted(recipients):
             yield address, recipients[address]

@@ -239,7 +239,7 @@ def recipient_in(
         for key in keys:
             if line.startswith(key):
                 try:
-                    return Recipient.from_dict(json.loads(line[len(key) :]))
+                    return Recipient.from_json(line[len(key) :])
                 except (ValueError, AttributeError, TypeError):
                     unsure = True  # not a one-line JSON object: the state parser will say
         unsure = unsure or _keyed(line, address)

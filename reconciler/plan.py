@@ -238,8 +238,11 @@ def compute_changes(
     if isinstance(existing, StoredRecipients):
         removed_lines, updated_lines, added = existing.differences(desired)
         return (
-            *(Change("remove", a, _parsed(line), None) for a, line in removed_lines),
-            *(Change("update", a, _parsed(line), desired[a]) for a, line in updated_lines),
+            *(Change("remove", a, Recipient.from_json(line), None) for a, line in removed_lines),
+            *(
+                Change("update", a, Recipient.from_json(line), desired[a])
+                for a, line in updated_lines
+            ),
             *(Change("add", a, None, desired[a]) for a in added),
         )
     # Sorting plain address lists (not Change objects by a key function) keeps this fast
@@ -257,10 +260,6 @@ def compute_changes(
         *(Change("update", a, existing[a], desired[a]) for a in updated),
         *(Change("add", a, None, desired[a]) for a in added),
     )
-
-
-def _parsed(line: str) -> Recipient:
-    return Recipient.from_dict(json.loads(line))
 
 
 def apply_changes(

@@ -98,6 +98,11 @@ class Recipient(NamedTuple):
         return _yaml_safe(text)
 
     @classmethod
+    def from_json(cls, text: str) -> Recipient:
+        """Inverse of :meth:`to_json` (a state line's value); raises ValueError."""
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Recipient:
         """Inverse of :meth:`to_dict`; raises ValueError naming the first bad field."""
         # The usual shapes, checked cheaply: a state file has one of these per line.

@@ -27,8 +27,9 @@ from reconciler.recipient import Recipient, canonical_json
 _scanstring: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
 
 # A key written without quotes: plain YAML-safe characters only, so it can never be misread.
-_PLAIN_KEY = re.compile(r"^[a-z0-9][a-z0-9._+=-]*@[a-z0-9][a-z0-9.-]*$")
-_PLAIN_KEYS = re.compile(r"(?:[a-z0-9][a-z0-9._+=-]*@[a-z0-9][a-z0-9.-]*\n)*+")  # one per line
+_KEY = r"[a-z0-9][a-z0-9._+=-]*@[a-z0-9][a-z0-9.-]*"
+_PLAIN_KEY = re.compile(rf"^{_KEY}$")
+_PLAIN_KEYS = re.compile(rf"(?:{_KEY}\n)*+")  # one per line
 _PLAIN_DOMAIN = re.compile(r"^[a-z0-9][a-z0-9.-]*$")  # as dump_state writes it
 # A JSON string, and the exact recipient lines dump_state writes for mailboxes and aliases:
 # lines like these are valid, so loading can keep them as text and parse them only when needed.
@@ -123,7 +124,7 @@ class StoredRecipients(Mapping[str, Recipient]):
         return self._index
 
     def __getitem__(self, address: str) -> Recipient:
-        return Recipient.from_dict(json.loads(self.text_of(address)))
+        return Recipient.from_json(self.text_of(address))
 
     def __iter__(self) -> Iterator[str]:
         file = self._file() if self._index is None else None
@@ -213,10 +214,6 @@ _SPAN_MIN, _SPAN_MAX = 64, 4096
 _Differences = tuple[list[tuple[str, str]], list[tuple[str, str]], list[str]]
 
 
-def _parsed(line: str) -> Recipient:
-    return Recipient.from_dict(json.loads(line))
-
-
 class _FileLines:
     """The recipient lines of a state file in place: ``text`` from offset ``first`` on, one
     line per recipient, ``"  " key ": " value "\n"``, the key a plain address or a JSON string.
@@ -241,13 +238,8 @@ class _FileLines:
 
     def _line_at(self, start: int) -> tuple[str, int, int]:
         """(address, offset of its value, offset of the line's end) of the line at ``start``."""
-        text = self.text
-        end = text.index("\n", start)
-        if text[start + 2] == '"':  # a quoted key: JSON, and it may hold ": " itself
-            address, after = _scanstring(text, start + 3)
-            return address, after + 2, end
-        colon = text.index(": ", start)
-        return text[start + 2 : colon], colon + 2, end
+        end = self.text.index("\n", start)
+        return (*_split_line(self.text, start, end), end)
 
     def items(self) -> Iterator[tuple[str, str]]:
         text, start, size, line_at = self.text, self.first, len(self.text), self._line_at
@@ -357,7 +349,7 @@ class _FileLines:
                         removed.append((stored, value))
                         continue
                     # The same address, written another way: different only if it parses so.
-                    if _parsed(value) != desired[address]:
+                    if Recipient.from_json(value) != desired[address]:
                         updated.append((address, value))
                     break
             at = stop
@@ -383,12 +375,8 @@ def _canonical_line(text: str, start: int) -> tuple[str, str, int] | None:
     if end < 0 or not text.startswith("  ", start):
         return None
     try:
-        if text.startswith('"', start + 2):
-            address, after = _scanstring(text, start + 3)
-        else:
-            after = text.index(": ", start)
-            address = text[start + 2 : after]
-        value = text[after + 2 : end]
+        address, value_start = _split_line(text, start, end)
+        value = text[value_start:end]
         data = json.loads(value)
         if not isinstance(data, dict) or address != address.lower():
             return None
@@ -396,6 +384,18 @@ def _canonical_line(text: str, start: int) -> tuple[str, str, int] | None:
     except ValueError:  # (json's errors are ValueErrors, and so are Recipient's)
         return None
     return (address, value, end + 1) if text.startswith(line, start) else None
+
+
+def _split_line(text: str, start: int, end: int) -> tuple[str, int]:
+    """(address, offset of its value) of the recipient line ``"  " key ": " value`` from
+    ``start`` to ``end``; ValueError when it has no key of either kind."""
+    if text.startswith('"', start + 2):  # a quoted key: JSON, and it may hold ": " itself
+        address, after = _scanstring(text, start + 3)
+        if not text.startswith(": ", after):
+            raise ValueError("no ': ' after the quoted key")
+        return address, after + 2
+    colon = text.index(": ", start, end)
+    return text[start + 2 : colon], colon + 2
 
 
 def _merge_join(
@@ -420,7 +420,7 @@ def _merge_join(
             continue
         # Equal text is equal recipients; different text may still be (a line of the state
         # written another valid way), so only then are both made into objects.
-        if line != text_of(stored) and _parsed(line) != desired[stored]:
+        if line != text_of(stored) and Recipient.from_json(line) != desired[stored]:
             updated.append((stored, line))
         address = next(wanted, None)
     if address is not None:
@@ -563,8 +563,8 @@ def parse_state(text: str, path: Path, domain: str, *, check: bool = True) -> St
     """Parse state text, fast when canonical, through YAML otherwise.
 
     ``check=False``: leave the recipient lines of a canonical-looking file to be checked when
-    first used (a plan checks them as it compares them), so that a file found wrong only then
-    raises StateError then."""
+    first used (a plan checks them as it compares them): a file found wrong then raises
+    StateError only then."""
     state = _parse_whole(text, path, domain, check=check)
     return state if state is not None else _parse_slowly(text, path, domain)
 
@@ -574,7 +574,7 @@ class _NotCanonical(Exception):
 
 
 _HEADER = re.compile(r"(?:#[^\n]*\n)*domain: ([a-z0-9][a-z0-9.-]*)\nhold: ([^\n]*)\nrecipients:\n")
-_PLAIN_LINE = f"  ([a-z0-9][a-z0-9._+=-]*@[a-z0-9][a-z0-9.-]*): ({_CANONICAL_LINE.pattern})\n"
+_PLAIN_LINE = f"  ({_KEY}): ({_CANONICAL_LINE.pattern})\n"
 _LINE = re.compile(_PLAIN_LINE)
 
 
