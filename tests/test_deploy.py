@@ -228,7 +228,7 @@ def test_the_plan_workflow() -> None:
     commands = list(workflow_commands(workflow))
     assert [c[0] for c in commands] == ["validate", "plan"]
     plan = parse_command(commands[1])
-    assert plan.params["output_format"].value == "markdown"
+    assert plan.params["output_format"] == "markdown"  # (a StrEnum member or its text)
     assert plan.params["detailed_exitcode"] is True
     steps = workflow["jobs"]["plan"]["steps"]
     assert any("gh pr comment" in step.get("run", "") for step in steps)
