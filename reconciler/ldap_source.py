@@ -58,6 +58,7 @@ log = logging.getLogger("reconciler.ldap")
 # for binary attributes), range-retrieval chunks not yet followed.
 PageEntry = tuple[str, dict[str, list[Value]]]
 RECEIVE_SIZE = 256 * 1024
+_RANGE = b";range="
 
 # (dn, attributes) → Entry, in C: a named tuple's own constructor is a Python function.
 _as_entry: Callable[[PageEntry], Entry] = functools.partial(tuple.__new__, Entry)
@@ -439,6 +440,9 @@ class _WirePager(_Ldap3Pager):
         sock.settimeout(self.source._directory.timeout)
         reader = MessageReader(binary_types=BINARY_ATTRIBUTES)
         entries: list[Frame] = []
+        # Whether a ";range=" option may be in the page, as far as the bytes tell (a value
+        # that merely reads so costs the page its head start).
+        maybe_ranged, tail = False, b""
         while True:
             try:
                 data = sock.recv(RECEIVE_SIZE)
@@ -448,6 +452,8 @@ class _WirePager(_Ldap3Pager):
                 ) from None
             if not data:
                 raise ServerUnusable("the search failed part-way: the server closed the connection")
+            if not maybe_ranged:
+                maybe_ranged, tail = mentions_range(tail, data)
             for frame in reader.frames(data):
                 if frame.tag == SEARCH_ENTRY:
                     entries.append(frame)
@@ -458,8 +464,6 @@ class _WirePager(_Ldap3Pager):
                         raise DirectoryError(f"{server.url}: data after the end of a search result")
                     if op.result_code != 0:
                         raise incomplete_error(server, base, op.result_code, op.diagnostic)
-                    # A value that merely reads ";range=" costs the page its head start.
-                    maybe_ranged = any(b";range=" in frame.message for frame in entries)
                     return _Page(
                         op.paged_cookie,
                         lambda: self._decoded(reader, entries, message_id),
@@ -489,6 +493,14 @@ class _WirePager(_Ldap3Pager):
         raise DirectoryError(
             f"{self.server.url}: unexpected response (message {received_id}) to the search"
         )
+
+
+def mentions_range(tail: bytes, data: bytes) -> tuple[bool, bytes]:
+    """Whether ``;range=`` is in ``data``, or across its join with ``tail``, the end of what
+    came before it; and the tail to pass on with the next piece of the stream."""
+    keep = len(_RANGE) - 1
+    seen = _RANGE in data or _RANGE in tail + data[:keep]
+    return seen, data[-keep:] if len(data) >= keep else (tail + data)[-keep:]
 
 
 def read_path() -> str:

@@ -272,21 +272,32 @@ def _entry(
             if buf[p] != 0x31:
                 _fail(buf, p, a_end, "vals SET")
             _check_end(q + n, a_end, p, "vals SET")
-        vals: list[Value] = []
-        p = q
-        while p < a_end:
-            n = buf[p + 1]
-            q = p + 2
-            if n > 127 or buf[p] != 0x04:
-                q, n = _element(buf, p, a_end, 0x04, "value OCTET STRING")
-                n -= q
-            p = q + n
-            vals.append(source[q:p])
-        if p != a_end:
-            raise _Bad("value overruns its SET", q - 2)
-        if as_text and not all(map(str.isascii, vals)):  # type: ignore[arg-type]
+        vals: list[Value]
+        if 2 <= n < 130 and buf[q + 1] == n - 2 and buf[q] == 0x04:  # one short value
+            value = source[q + 2 : a_end]
             # Sliced from the latin-1 text: back to the bytes received, then decoded as UTF-8.
-            vals = _utf8([v.encode("latin-1") for v in vals])  # type: ignore[union-attr]
+            vals = [value] if not as_text or value.isascii() else _utf8([value.encode("latin-1")])
+            p = a_end
+        else:
+            vals = []
+            start, p = q, q
+            while p < a_end:
+                n = buf[p + 1]
+                q = p + 2
+                if n > 127 or buf[p] != 0x04:
+                    q, n = _element(buf, p, a_end, 0x04, "value OCTET STRING")
+                    n -= q
+                p = q + n
+                vals.append(source[q:p])
+            if p != a_end:
+                raise _Bad("value overruns its SET", q - 2)
+            # (values with short headers: the SET's text is ASCII when they are)
+            if (
+                as_text
+                and not text[start:a_end].isascii()  # type: ignore[index]
+                and not all(map(str.isascii, vals))  # type: ignore[arg-type]
+            ):
+                vals = _utf8([v.encode("latin-1") for v in vals])  # type: ignore[union-attr]
         if name in attrs:  # the same type twice
             attrs[name] += vals
         else:
@@ -330,6 +341,9 @@ def _decode(buf: bytes, p: int, end: int, types: _Types, binary: frozenset[str] 
     if buf[p] == 0x02 and buf[p + 1] == 1 and buf[p + 2] < 0x80 and p + 3 < end:
         msgid = buf[p + 2]  # the usual one-octet messageID
         p += 3
+    elif buf[p] == 0x02 and buf[p + 1] == 2 and buf[p + 2] < 0x80 and p + 4 < end:
+        msgid = buf[p + 2] << 8 | buf[p + 3]  # (from the 128th request on)
+        p += 4
     else:
         msgid, p = _integer(buf, p, end, 0x02, "messageID INTEGER")
         if p >= end:

@@ -30,6 +30,8 @@ from typing import Any
 import pytest
 from conftest import SAMPLE_LDIF, require_slapd_tools
 from gitrepo import commit_all, git, head, init_repo, invoke, isolate_git
+from hypothesis import given
+from hypothesis import strategies as st
 from slapd import BASE_DN, READER_DN, READER_PASSWORD, SlapdServer, find_tool, free_port, make_ca
 from tcpproxy import (
     BIND_REQUEST,
@@ -1002,6 +1004,23 @@ def test_ldif_and_ldap_give_the_same_recipients(ad_slapd: SlapdServer, tmp_path:
     assert from_ldap.recipients == expected
     assert from_ldif.dropped == from_ldap.dropped == {"foreign domain": 1}
     assert from_ldif.entries_read == from_ldap.entries_read == 2
+
+
+@given(
+    pieces=st.lists(st.sampled_from([b";", b"range", b";ra", b"nge=", b"=", b"x", b";range="])),
+    cuts=st.lists(st.integers(min_value=0, max_value=60), max_size=8),
+)
+def test_a_range_option_is_seen_wherever_the_stream_is_cut(
+    pieces: list[bytes], cuts: list[int]
+) -> None:
+    from reconciler.ldap_source import mentions_range
+
+    stream = b"".join(pieces)
+    seen, tail, at = False, b"", 0
+    for cut in [*sorted(cuts), len(stream)]:
+        found, tail = mentions_range(tail, stream[at : max(at, cut)])
+        seen, at = seen or found, max(at, cut)
+    assert seen == (b";range=" in stream)
 
 
 def test_the_read_path_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
