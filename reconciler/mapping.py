@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from reconciler.addresses import (
     identity,
     invalid_reason,
+    is_plain,
     mail_values,
     normalize,
     primary_values,
@@ -26,6 +27,9 @@ from reconciler.ldapfilter import Filter
 from reconciler.recipient import Recipient
 from reconciler.rules import compile_rules
 from reconciler.spec import DomainSpec
+
+# A named tuple's own constructor is a Python function: tuple.__new__ makes one in C.
+_new = tuple.__new__
 
 # Reasons an address from the directory is not a recipient, as counted in the plan.
 FOREIGN_DOMAIN = "foreign domain"
@@ -169,6 +173,8 @@ class _UserMapper:
         # With no exclusions and no trace, accepting an address is one domain lookup and
         # claiming it one setdefault: done inline, without the methods' bookkeeping.
         self.plain = self.excludes is None and self.trace is None
+        # An alias of letters and digits at one of these is valid as written (lower-cased).
+        self.plain_domains = frozenset(d for d in self.managed if is_plain("a@" + d))
 
     def map(self, entry: Entry) -> None:
         result, attributes = self.result, entry.attributes
@@ -235,8 +241,9 @@ class _UserMapper:
                     username = login[0] if type(login[0]) is str else text(login[0])
                     if self.local_part_only and username is not None:
                         username = username.partition("@")[0]
-            mailbox = Recipient(
-                "mailbox", name, entry_id, "disabled" if disabled else "active", username=username
+            status = "disabled" if disabled else "active"
+            mailbox = _new(
+                Recipient, ("mailbox", name, entry_id, status, None, None, username, None)
             )
             if not plain:
                 self._claim(entry, primary, mailbox)
@@ -249,12 +256,30 @@ class _UserMapper:
             addresses = [v for v in mail[1:] if type(v) is str] + addresses
         if not addresses:
             return
-        alias = Recipient("alias", target=primary)  # one object serves all of them
+        # One object serves all of them.
+        alias = _new(Recipient, ("alias", None, None, None, primary, None, None, None))
         seen = {primary}
-        owners, recipients = result.owners, result.recipients
+        owners, recipients, usual = result.owners, result.recipients, self.plain_domains
         for raw in addresses:
             if raw == primary_raw:
                 continue  # AD repeats the mail attribute as "SMTP:…": nothing to normalize
+            if plain:
+                # The usual alias, ASCII letters and digits at a managed domain, is valid as
+                # it is and claimed here; claimed again if the entry repeats it, to no effect.
+                address = raw.lower()
+                local, _, domain = address.rpartition("@")
+                if (
+                    domain in usual
+                    and local.isalnum()
+                    and local.isascii()
+                    and len(local) <= 64
+                    and address != primary
+                ):
+                    if (owner := owners.setdefault(address, dn)) == dn:
+                        recipients[address] = alias
+                    else:  # as _claim does
+                        result.conflicts.setdefault(address, {owner}).add(dn)
+                    continue
             address = normalize(raw)
             if address is None:
                 self._invalid(entry, raw)

@@ -472,8 +472,20 @@ def test_an_excluded_person_takes_every_address_of_theirs_along() -> None:
 
 # --- the inline path (no exclusions, no trace) is the general one, faster ----------------------
 
-_local_parts = st.sampled_from(["a", "b", "c", "Bob", "d.e", "x y", ""])
-_domains = st.sampled_from(["example.com", "EXAMPLE.COM", "example.net", "contoso.test", "x"])
+_local_parts = st.sampled_from(
+    ["a", "b", "c", "Bob", "d.e", "x y", "", " a", "é", "a" * 64, "a" * 65, "a+b"]
+)
+_domains = st.sampled_from(
+    [
+        "example.com",
+        "EXAMPLE.COM",
+        "example.net",
+        "contoso.test",
+        "x",
+        "example.com ",
+        "Example.Net.",
+    ]
+)
 _addresses = st.builds(lambda local, domain: f"{local}@{domain}", _local_parts, _domains)
 _proxy = st.one_of(
     _addresses.map(lambda a: "SMTP:" + a),
