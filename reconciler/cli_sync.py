@@ -16,7 +16,7 @@ from reconciler.guards import Overrides
 from reconciler.inventory import check_inventory
 from reconciler.markdown import render_markdown
 from reconciler.reconcile import apply_all, base_commit, plan_all, unfinished_apply
-from reconciler.render import iter_json, iter_text, render_domain_text
+from reconciler.render import iter_json, iter_text_chunks, render_domain_text
 from reconciler.savedplan import load_plan, write_plan
 from reconciler.schedule import Shard, parse_shard
 
@@ -84,7 +84,7 @@ def plan(
     elif output_format is PlanFormat.markdown:
         write([render_markdown(plans)])
     else:
-        write(line + "\n" for line in iter_text(plans))
+        write(iter_text_chunks(plans))
     summary = os.environ.get(STEP_SUMMARY_VARIABLE)
     if summary:
         _append_summary(Path(summary), render_markdown(plans))

@@ -243,7 +243,7 @@ def compute_changes(
                 Change("update", a, Recipient.from_json(line), desired[a])
                 for a, line in updated_lines
             ),
-            *(Change("add", a, None, desired[a]) for a in added),
+            *_additions(added, desired),
         )
     # Sorting plain address lists (not Change objects by a key function) keeps this fast
     # at hundreds of thousands of recipients; the addresses on both sides are looked for
@@ -258,8 +258,15 @@ def compute_changes(
     return (
         *(Change("remove", a, existing[a], None) for a in removed),
         *(Change("update", a, existing[a], desired[a]) for a in updated),
-        *(Change("add", a, None, desired[a]) for a in added),
+        *_additions(added, desired),
     )
+
+
+def _additions(added: list[str], desired: Mapping[str, Recipient]) -> list[Change]:
+    # Every address of a first plan: made as the tuples they are (a named tuple's own
+    # constructor is a Python function).
+    new = tuple.__new__
+    return [new(Change, ("add", a, None, desired[a], None)) for a in added]
 
 
 def apply_changes(

@@ -5,12 +5,13 @@ The plan never prints itself; each format is a function of the same DomainPlan o
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from reconciler import __version__
-from reconciler.plan import DomainPlan
+from reconciler.plan import DomainPlan, summarize
 
 PLAN_FORMAT_VERSION = 1
 
@@ -20,7 +21,11 @@ def iter_domain_text(plan: DomainPlan, *, max_changes: int | None = None) -> Ite
     yield f"{plan.domain}  ({plan.source})"
     shown = plan.changes if max_changes is None else plan.changes[:max_changes]
     for change in shown:
-        yield f"  {change.describe()}"
+        # (an addition, every line of a first plan, as Change.describe writes it)
+        if change.action == "add" and change.new is not None:
+            yield f"  + {change.address}  {summarize(change.new)}"
+        else:
+            yield f"  {change.describe()}"
     if len(shown) < len(plan.changes):
         yield f"  … and {len(plan.changes) - len(shown)} more changes"
     skipped = plan.skipped if max_changes is None else plan.skipped[:max_changes]
@@ -42,6 +47,13 @@ def render_domain_text(plan: DomainPlan, *, max_changes: int | None = None) -> l
     return list(iter_domain_text(plan, max_changes=max_changes))
 
 
+def iter_text_chunks(plans: Sequence[DomainPlan], lines_per_chunk: int = 4096) -> Iterator[str]:
+    """The text plan in pieces of whole lines, each line ended: what is written out."""
+    lines = iter_text(plans)
+    while chunk := list(itertools.islice(lines, lines_per_chunk)):
+        yield "\n".join(chunk) + "\n"
+
+
 def iter_text(plans: Sequence[DomainPlan]) -> Iterator[str]:
     """The text plan, line by line (a 100k-change plan is never one string in memory)."""
     for index, plan in enumerate(plans):
@@ -52,7 +64,7 @@ def iter_text(plans: Sequence[DomainPlan]) -> Iterator[str]:
 
 
 def render_text(plans: Sequence[DomainPlan]) -> str:
-    return "".join(line + "\n" for line in iter_text(plans))
+    return "".join(iter_text_chunks(plans))
 
 
 def totals_line(plans: Sequence[DomainPlan]) -> str:

@@ -348,3 +348,17 @@ def test_the_digest_of_thousands_of_changes_is_that_of_the_whole_json_text() -> 
     changes = [{"action": "add", "address": f"u{i}@x", "n": i} for i in range(9000)]
     whole = json.dumps(["x", changes], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     assert plan_digest("x", iter(changes)) == hashlib.sha256(whole.encode()).hexdigest()[:16]
+
+
+@given(
+    existing=st.dictionaries(st.sampled_from(["a@x.test", "b@x.test", "c@x.test"]), _any_recipient),
+    desired=st.dictionaries(st.sampled_from(["b@x.test", "c@x.test", "d@x.test"]), _any_recipient),
+)
+def test_the_text_plan_has_a_line_per_change_as_the_change_describes_itself(
+    existing: dict[str, Recipient], desired: dict[str, Recipient]
+) -> None:
+    changes = compute_changes(existing, desired)
+    plan = _plan(changes=changes)
+    text = render_text([plan])
+    lines = "".join(f"  {change.describe()}\n" for change in changes)
+    assert text.startswith(f"example.com  ({plan.source})\n{lines}")
