@@ -13,11 +13,15 @@ Measured, each run right after an ldapsearch run (on a shared machine the speed 
 within a minute; a pair sees the same drift, and the median pair counts): reading the entries
 alone; `plan` against an empty state; the first `apply`; `plan` in sync; `apply` after 1 % of
 the users were renamed, each with its peak RSS.
+
+The package is byte-compiled first, as an installed one is (PYTHONDONTWRITEBYTECODE, which
+some shells set, would otherwise make every run compile it again: 0.05 s of each).
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import statistics
 import subprocess
@@ -139,6 +143,7 @@ def main() -> None:
     )
     options = parser.parse_args()
     n = options.n
+    compileall.compile_dir(ROOT / "reconciler", quiet=1)
 
     results: list[tuple[str, list[tuple[float, float, float, float]]]] = []
     with tempfile.TemporaryDirectory(prefix="reconciler-bench-") as tmp:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import operator
 import os
 import shlex
 from collections.abc import Callable, Iterator, Sequence
@@ -59,6 +60,8 @@ log = logging.getLogger("reconciler.ldap")
 PageEntry = tuple[str, dict[str, list[Value]]]
 RECEIVE_SIZE = 256 * 1024
 _RANGE = b";range="
+_TAG = operator.attrgetter("tag")
+_ENTRIES = frozenset((SEARCH_ENTRY,))
 
 # (dn, attributes) → Entry, in C: a named tuple's own constructor is a Python function.
 _as_entry: Callable[[PageEntry], Entry] = functools.partial(tuple.__new__, Entry)
@@ -454,13 +457,17 @@ class _WirePager(_Ldap3Pager):
                 raise ServerUnusable("the search failed part-way: the server closed the connection")
             if not maybe_ranged:
                 maybe_ranged, tail = mentions_range(tail, data)
-            for frame in reader.frames(data):
+            frames = reader.frames(data)
+            if set(map(_TAG, frames)) <= _ENTRIES:  # (in C: nearly every piece received)
+                entries.extend(frames)
+                continue
+            for index, frame in enumerate(frames):
                 if frame.tag == SEARCH_ENTRY:
                     entries.append(frame)
                     continue
                 received_id, op = reader.decode(frame)
                 if isinstance(op, SearchDone) and received_id == message_id:
-                    if reader.buffered:
+                    if reader.buffered or index < len(frames) - 1:
                         raise DirectoryError(f"{server.url}: data after the end of a search result")
                     if op.result_code != 0:
                         raise incomplete_error(server, base, op.result_code, op.diagnostic)

@@ -483,8 +483,15 @@ class MessageReader:
                 if end > size:
                     self._need = end - pos
                     break
-                # Its own copy: small offsets, nothing beyond it to read.
-                yield _new_tuple(Frame, (buf[pos:end], p - pos, consumed + pos))
+                # Its own copy: small offsets, nothing beyond it to read. The protocolOp tag
+                # follows the messageID (of the usual 1 to 4 octets).
+                at = (
+                    p + 2 + buf[p + 1]
+                    if p + 1 < end and buf[p] == 0x02 and 0 < buf[p + 1] <= 4
+                    else end
+                )
+                tag = buf[at] if at < end else None
+                yield _new_tuple(Frame, (buf[pos:end], p - pos, consumed + pos, tag))
                 pos = end
         except _Bad as exc:
             self._fail(exc, consumed + pos)
@@ -516,18 +523,11 @@ class MessageReader:
 
 class Frame(NamedTuple):
     """One whole LDAPMessage as received: its bytes, where its contents start (after the
-    SEQUENCE header) and where it starts in the response stream."""
+    SEQUENCE header), where it starts in the response stream, and its protocolOp tag octet
+    (SEARCH_ENTRY…) when the messageID before it is one of the usual 1-4 octets, else None
+    (only decoding tells)."""
 
     message: bytes
     start: int
     stream_offset: int
-
-    @property
-    def tag(self) -> int | None:
-        """The protocolOp tag octet (SEARCH_ENTRY…) when the messageID before it is one of
-        the usual 1-4 octets, else None (only decoding tells)."""
-        message, start = self.message, self.start
-        if len(message) > start + 2 and message[start] == 0x02 and 0 < message[start + 1] <= 4:
-            at = start + 2 + message[start + 1]
-            return message[at] if at < len(message) else None
-        return None
+    tag: int | None

@@ -18,6 +18,8 @@ Modes:
 ``corrupt``    forward, but once ``after`` bytes have come from the server, make the next
                ``mail`` attribute's SEQUENCE a SET: an entry that frames as a message of the
                right size and does not decode.
+``trailing``   forward, but send each searchResDone twice, in one piece: a server that sends
+               data after the end of a search result.
 ``striptls``   forward, but answer a StartTLS extended request itself with protocolError and do
                not pass it on (what a downgrade attacker does); the client's later requests are
                forwarded as usual.
@@ -38,8 +40,9 @@ import time
 from types import TracebackType
 
 PASS, STALL, RESET, BLACKHOLE, STRIPTLS = "pass", "stall", "reset", "blackhole", "striptls"
-CORRUPT = "corrupt"
-MODES = (PASS, STALL, RESET, BLACKHOLE, STRIPTLS, CORRUPT)
+CORRUPT, TRAILING = "corrupt", "trailing"
+MODES = (PASS, STALL, RESET, BLACKHOLE, STRIPTLS, CORRUPT, TRAILING)
+SEARCH_DONE = 0x65
 _MAIL_TYPE = b"\x04\x04mail"  # the attribute type OCTET STRING "mail"
 
 BIND_REQUEST = 0x60
@@ -138,6 +141,7 @@ class TcpProxy:
         sent = 0  # bytes forwarded from the server to the client
         corrupted = False
         pending = b""  # client bytes not yet framed into whole LDAP messages (striptls)
+        from_server = b""  # server bytes not yet framed into whole LDAP messages (trailing)
         with selectors.DefaultSelector() as selector:
             selector.register(client, selectors.EVENT_READ)
             if upstream is not None:
@@ -161,6 +165,8 @@ class TcpProxy:
                         data = data[: max(0, self.after - sent)]
                     if self.mode == CORRUPT and not corrupted and sent + len(data) > self.after:
                         data, corrupted = _corrupted(data, max(2, self.after - sent))
+                    if self.mode == TRAILING:
+                        data, from_server = _done_doubled(from_server + data)
                     if data:
                         client.sendall(data)
                         sent += len(data)
@@ -231,6 +237,17 @@ def _extended_error(message_id: bytes, text: str) -> bytes:
     """An ExtendedResponse with resultCode protocolError (2), as a server without StartTLS."""
     result = _tlv(0x0A, b"\x02") + _tlv(0x04, b"") + _tlv(0x04, text.encode())
     return _tlv(0x30, _tlv(0x02, message_id) + _tlv(0x78, result))
+
+
+def _done_doubled(data: bytes) -> tuple[bytes, bytes]:
+    """(what to forward, what to keep for later): the whole messages of ``data``, each
+    searchResDone twice; and the incomplete one at its end."""
+    forward, at = [], 0
+    while (size := _ber_frame(data[at:])) is not None:
+        message = data[at : at + size]
+        at += size
+        forward.append(message * 2 if _ldap_request(message)[1] == SEARCH_DONE else message)
+    return b"".join(forward), data[at:]
 
 
 def _corrupted(data: bytes, start: int) -> tuple[bytes, bool]:

@@ -41,6 +41,7 @@ from tcpproxy import (
     RESET,
     STALL,
     STRIPTLS,
+    TRAILING,
     TcpProxy,
 )
 from typer.testing import Result
@@ -1050,3 +1051,16 @@ def test_a_page_asked_for_on_a_closed_connection_is_a_server_failure(
     pager = _WirePager(source, never_opened, server, BASE_DN, ["mail"], "(mail=*)")
     with pytest.raises(ServerUnusable, match="the connection is closed"):
         pager.send(None)
+
+
+def test_data_after_the_end_of_a_search_result_is_an_error(
+    slapd: SlapdServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The proxy sends the first searchResDone twice in one piece: the second one is not part
+    # of any answer, and the read it comes in is not trusted. (ldap3's own decoder is not
+    # this test's subject.)
+    monkeypatch.setenv("RECONCILER_LDAP_DECODER", "fast")
+    with TcpProxy(("127.0.0.1", slapd.port), TRAILING) as proxy:
+        root = workspace(tmp_path, [proxy.url], tls="none")
+        with pytest.raises(DirectoryError, match="data after the end of a search result"):
+            list(open_source(load_spec(root)).entries())
