@@ -126,6 +126,18 @@ def map_entries(
     return finish(result)
 
 
+def _usual(value: Value, domains: frozenset[str]) -> str | None:
+    """The address ``value`` lower-cased when it has the usual shape, ASCII letters and digits
+    at one of ``domains`` (each valid in such an address): what normalize() gives it, for
+    less; else None."""
+    if type(value) is not str:
+        return None
+    address = value.lower()
+    local, _, domain = address.rpartition("@")
+    usual = domain in domains and local.isalnum() and local.isascii() and len(local) <= 64
+    return address if usual else None
+
+
 def finish(result: MappingResult) -> MappingResult:
     """Drop the addresses in conflict: no recipient is better than a guessed one."""
     for address in result.conflicts:
@@ -207,7 +219,7 @@ class _UserMapper:
         if primary_raw is None:
             result.dropped[NO_ADDRESS] += 1
             return
-        primary = normalize(primary_raw)
+        primary = _usual(primary_raw, self.plain_domains) or normalize(primary_raw)
         if primary is None:
             self._invalid(entry, primary_raw)
             return
@@ -274,7 +286,7 @@ class _UserMapper:
                     and local.isascii()
                     and len(local) <= 64
                     and address != primary
-                ):
+                ):  # (what _usual tells, inline: this runs for every alias)
                     if (owner := owners.setdefault(address, dn)) == dn:
                         recipients[address] = alias
                     else:  # as _claim does
