@@ -190,13 +190,21 @@ class GitStore:
             raise GitError(f"{name!r} is not a valid branch name") from None
         return f"refs/heads/{short}"
 
-    def add_worktree(self, path: Path, commit: str) -> None:
+    def add_worktree(self, path: Path, commit: str, unwritten: Sequence[Path] = ()) -> None:
         """A detached work tree of ``commit`` at ``path``, for commits that must not touch
-        the user's own work tree. Checkout hooks are not run for it (it is not the user's)."""
+        the user's own work tree. Checkout hooks are not run for it (it is not the user's).
+        The files ``unwritten`` (relative paths) are in its index but not written out: their
+        new text is written next (a state file can be tens of megabytes)."""
         self._git(
             "-c", "core.hooksPath=" + os.devnull, "worktree", "add", "--quiet", "--detach",
-            str(path), commit,
+            "--no-checkout", str(path), commit,
         )  # fmt: skip
+        self._git("read-tree", commit, cwd=path)
+        skipped = {p.as_posix() for p in unwritten}
+        files = [f for f in self._git("ls-files", "-z", cwd=path).split("\0") if f]
+        wanted = [f for f in files if f not in skipped]
+        if wanted:
+            self._git("checkout-index", "--", *wanted, cwd=path)
 
     def remove_worktree(self, path: Path) -> None:
         """Remove a work tree made by :meth:`add_worktree`, whatever state it was left in."""
@@ -237,6 +245,18 @@ class GitStore:
                 "run started); nothing was applied",
                 "run again: the plan is made afresh from the new commit",
             ) from exc
+
+    def stage(self, paths: Sequence[Path]) -> None:
+        """Put the work tree's ``paths`` (relative) in the index as they are."""
+        self._git("update-index", "--add", "--", *(str(p) for p in paths))
+
+    def staged_as(self, rev: str, paths: Sequence[Path]) -> bool:
+        """Whether the index holds ``paths`` exactly as ``rev`` has them."""
+        try:
+            self._git("diff-index", "--cached", "--quiet", rev, "--", *(str(p) for p in paths))
+        except GitError:
+            return False
+        return True
 
     def checkout_paths(self, rev: str, paths: Sequence[Path]) -> None:
         """Make the work tree and the index hold ``paths`` as ``rev`` has them."""

@@ -309,7 +309,8 @@ def commit_planned(
     if not any(plan.has_changes for plan in plans):
         return [Applied(plan, None) for plan in plans]
     applied = []
-    with transaction(store, branch=branch) as txn:
+    writes = [_state_path(workspace, store, i.spec.domain) for i in planned if i.plan.has_changes]
+    with transaction(store, branch=branch, writes=writes) as txn:
         for item in planned:
             if not item.plan.has_changes:
                 applied.append(Applied(item.plan, None))
@@ -334,9 +335,13 @@ def _recover(store: GitStore) -> None:
 
 
 def _commit_state(workspace: Workspace, txn: Transaction, state: State, message: str) -> str:
-    path = workspace.state_file(state.domain)
     text = iter_state_text(state, workspace.spec_label(state.domain))
-    return txn.commit(txn.store.relative(path), text, message)
+    return txn.commit(_state_path(workspace, txn.store, state.domain), text, message)
+
+
+def _state_path(workspace: Workspace, store: GitStore, domain: str) -> Path:
+    """The state file of ``domain`` relative to the repository."""
+    return store.relative(workspace.state_file(domain))
 
 
 def rollback(
@@ -370,7 +375,7 @@ def rollback(
         )
         subject = f"Roll back {domain} to {target[:10]}"
         message = commit_message(plan, "rollback", subject, {"Reconciler-Rollback-To": target})
-        with transaction(store) as txn:
+        with transaction(store, writes=[_state_path(workspace, store, domain)]) as txn:
             sha = _commit_state(workspace, txn, State(domain, restored.recipients, hold), message)
         return Applied(plan, sha)
 
@@ -397,7 +402,7 @@ def resume(workspace: Workspace, domain: str) -> Applied:
         message = commit_message(
             plan, "resume", f"Resume syncs of {domain}", {"Reconciler-Hold-Was": state.hold.reason}
         )
-        with transaction(store) as txn:
+        with transaction(store, writes=[_state_path(workspace, store, domain)]) as txn:
             sha = _commit_state(workspace, txn, State(domain, state.recipients), message)
         return Applied(plan, sha)
 

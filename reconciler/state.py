@@ -525,9 +525,10 @@ def _header(state: State, spec_source: str, *, empty: bool) -> str:
     )
 
 
-def write_state(path: Path, text: str | Iterable[str]) -> None:
+def write_state(path: Path, text: str | Iterable[str], *, durable: bool = True) -> None:
     """Replace ``path`` atomically with ``text`` (or its pieces): readers see the old file or
-    the new one, never half."""
+    the new one, never half. ``durable``: on disk before it replaces the old one (fsync);
+    not for a scratch file that a crash may as well lose."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -539,7 +540,8 @@ def write_state(path: Path, text: str | Iterable[str]) -> None:
             else:
                 out.writelines(text)
             out.flush()
-            os.fsync(out.fileno())
+            if durable:
+                os.fsync(out.fileno())
         Path(tmp).replace(path)
     except BaseException:
         with contextlib.suppress(OSError):

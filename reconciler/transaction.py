@@ -17,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterable, Iterator
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,19 +48,24 @@ class Transaction:
     def commit(self, relative: Path, text: str | Iterable[str], message: str) -> str:
         """Write ``text`` (or its pieces) to ``relative`` in the scratch work tree and commit
         it."""
-        write_state(self.worktree / relative, text)
+        path = self.worktree / relative
+        write_state(path, text, durable=False)  # (what must last is the commit, git's)
+        _backdate(path)
         self.head = self.store.commit_in(self.worktree, relative, message)
         self.paths.append(relative)
         return self.head
 
 
 @contextlib.contextmanager
-def transaction(store: GitStore, *, branch: str | None = None) -> Iterator[Transaction]:
+def transaction(
+    store: GitStore, *, branch: str | None = None, writes: Sequence[Path] = ()
+) -> Iterator[Transaction]:
     """Commits on top of HEAD, published when the block ends without an error.
 
     ``branch``: publish them to that new branch (which must not exist) and leave the current
     branch and work tree alone; otherwise to the checked-out branch, whose work tree then
-    holds the committed files.
+    holds the committed files. ``writes``: the files (relative paths) the commits will
+    write, not checked out for them first.
     """
     base = store.head()
     if base is None:
@@ -73,7 +80,7 @@ def transaction(store: GitStore, *, branch: str | None = None) -> Iterator[Trans
             raise GitError(f"{store.root} has a detached HEAD", "check out a branch first")
         ref, new_branch = current, False
     worktree = store.git_dir / WORKTREE
-    store.add_worktree(worktree, base)
+    store.add_worktree(worktree, base, writes)
     try:
         txn = Transaction(store, ref, base, new_branch, worktree, head=base)
         yield txn
@@ -101,13 +108,41 @@ def _publish(txn: Transaction) -> None:
         raise
     if not txn.new_branch:
         try:
-            store.checkout_paths("HEAD", txn.paths)
+            _move_into_place(txn)
         except GitError as exc:
             raise GitError(
                 f"committed {txn.head[:10]} but could not update the work tree: {exc.message}",
                 "run reconciler again to finish (it only writes the state files)",
             ) from None
     journal.unlink()
+
+
+def _move_into_place(txn: Transaction) -> None:
+    """Make the work tree and the index hold the committed files: the scratch work tree's
+    copies moved over (a rename, where checking them out would write them again), and
+    checked out after all if a hook left a file other than it committed it."""
+    store = txn.store
+    try:
+        for relative in txn.paths:
+            target = store.root / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (txn.worktree / relative).replace(target)
+    except OSError:  # another file system (a Git directory elsewhere), say
+        pass
+    else:
+        store.stage(txn.paths)
+        if store.staged_as("HEAD", txn.paths):
+            return
+    store.checkout_paths("HEAD", txn.paths)
+
+
+def _backdate(path: Path, seconds: int = 2) -> None:
+    """Set the modification time of a file just written a little in the past. Git takes a
+    file whose time is not older than its index's (to the second) as perhaps changed since
+    it was indexed, and reads it again to be sure: for a state file of tens of megabytes,
+    at every commit and every `git status` after an apply."""
+    when = time.time_ns() - seconds * 1_000_000_000
+    os.utime(path, ns=(when, when))
 
 
 def unfinished(git_dir: Path) -> str | None:

@@ -273,8 +273,12 @@ def test_run_shows_its_reads_progress_on_a_terminal(tmp_path: Path) -> None:
 
 @pytest.mark.git
 def test_run_with_jobs_shares_one_line_between_its_reads(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path, users(COUNT))
-    add_domain(repo, OTHER, users(COUNT, prefix="o"))
+    # Reads long enough (twenty progress reports each) to overlap for certain in their
+    # threads, which take turns every 5 ms at the most.
+    count = 20 * 1000
+    records = count + 3
+    repo = make_repo(tmp_path, users(count))
+    add_domain(repo, OTHER, users(count, prefix="o"))
     code, output = in_terminal(repo, "run", "--jobs", "2", DOMAIN, OTHER)
     assert code == 0, output[-2000:]
     line, table = output.split("DOMAIN ", 1)  # the progress line, then the summary table
@@ -290,8 +294,8 @@ def test_run_with_jobs_shares_one_line_between_its_reads(tmp_path: Path) -> None
         ), writes
     assert blank.strip() == "" and after == ""  # blanked when the reads are over
     for domain in (DOMAIN, OTHER):  # each read's last count was shown
-        assert f"{domain}: {RECORDS} entries read" in line or re.search(
-            rf"{re.escape(domain)} {RECORDS} entries", line
+        assert f"{domain}: {records} entries read" in line or re.search(
+            rf"{re.escape(domain)} {records} entries", line
         ), writes
     for domain in (DOMAIN, OTHER):
         assert re.search(rf"^{re.escape(domain)} +applied ", output.replace("\r\n", "\n"), re.M)

@@ -475,6 +475,38 @@ def test_hooks_run_and_see_the_state_file(synced: Path) -> None:
     assert seen.read_text("utf-8").splitlines()[0] == SECOND_PLAN[-1]
 
 
+def test_a_pre_commit_hook_sees_a_whole_work_tree_with_only_the_state_file_staged(
+    synced: Path,
+) -> None:
+    """The run's own work tree holds every committed file (the state files written for the
+    run are not checked out first, only written): a hook sees what a commit by hand shows."""
+    seen = synced / ".git" / "seen-status"
+    add_hook(synced, "pre-commit", f'git status --porcelain --untracked-files=all > "{seen}"')
+    change_directory(synced, SECOND_DIRECTORY)
+    assert invoke("apply").exit_code == 0
+    assert seen.read_text("utf-8").splitlines() == ["M  state/example.com.yaml"]
+
+
+def test_a_hook_that_changes_the_state_file_unstaged_leaves_the_work_tree_as_committed(
+    synced: Path,
+) -> None:
+    """The committed files are moved into the work tree from the run's own; one a hook
+    changed after it was staged is checked out as committed instead."""
+    change_directory(synced, SECOND_DIRECTORY)
+    # (in the run's work tree only: the commits the test set-up makes run the hook too)
+    add_hook(
+        synced,
+        "pre-commit",
+        'case "$PWD" in */reconciler-apply)\n'
+        '  echo "# added by a hook" >> state/example.com.yaml;;\nesac',
+    )
+    result = invoke("apply")
+    assert result.exit_code == 0, result.stderr
+    assert state_text(synced) == state_at(synced, "HEAD") + "\n"
+    assert "added by a hook" not in state_text(synced)
+    assert git(synced, "status", "--porcelain") == ""
+
+
 def test_a_broken_ldif_export(synced: Path) -> None:
     text = ldif_path(synced).read_text("utf-8")
     broken = re.sub(r"(?m)^objectGUID:: .*$", "objectGUID:: !!!not*base64", text)
