@@ -16,7 +16,7 @@ from reconciler.guards import Overrides
 from reconciler.inventory import check_inventory
 from reconciler.markdown import render_markdown
 from reconciler.reconcile import apply_all, base_commit, plan_all, unfinished_apply
-from reconciler.render import iter_json, iter_text_chunks, render_domain_text
+from reconciler.render import chunked, iter_domain_text, iter_json, iter_text
 from reconciler.savedplan import load_plan, write_plan
 from reconciler.schedule import Shard, parse_shard
 
@@ -84,7 +84,7 @@ def plan(
     elif output_format is PlanFormat.markdown:
         write([render_markdown(plans)])
     else:
-        write(iter_text_chunks(plans))
+        write(chunked(iter_text(plans)))
     summary = os.environ.get(STEP_SUMMARY_VARIABLE)
     if summary:
         _append_summary(Path(summary), render_markdown(plans))
@@ -157,7 +157,7 @@ def apply(
             progress=progress,
         )
     for result in results:
-        typer.echo("\n".join(render_domain_text(result.plan)))
+        write(chunked(iter_domain_text(result.plan)))
         if result.commit:
             where = f" on branch {branch}" if branch else ""
             typer.echo(f"Committed {result.plan.domain} as {result.commit[:10]}{where}")

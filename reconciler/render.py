@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from reconciler import __version__
@@ -47,9 +47,10 @@ def render_domain_text(plan: DomainPlan, *, max_changes: int | None = None) -> l
     return list(iter_domain_text(plan, max_changes=max_changes))
 
 
-def iter_text_chunks(plans: Sequence[DomainPlan], lines_per_chunk: int = 4096) -> Iterator[str]:
-    """The text plan in pieces of whole lines, each line ended: what is written out."""
-    lines = iter_text(plans)
+def chunked(lines: Iterable[str], lines_per_chunk: int = 4096) -> Iterator[str]:
+    """``lines`` in pieces of whole lines, each line ended: what is written out (a first
+    plan's 100k lines are never one string, nor are they written one by one)."""
+    lines = iter(lines)
     while chunk := list(itertools.islice(lines, lines_per_chunk)):
         yield "\n".join(chunk) + "\n"
 
@@ -64,7 +65,7 @@ def iter_text(plans: Sequence[DomainPlan]) -> Iterator[str]:
 
 
 def render_text(plans: Sequence[DomainPlan]) -> str:
-    return "".join(iter_text_chunks(plans))
+    return "".join(chunked(iter_text(plans)))
 
 
 def totals_line(plans: Sequence[DomainPlan]) -> str:
