@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal, NamedTuple
@@ -273,21 +273,21 @@ def apply_changes(
     existing: Mapping[str, Recipient], changes: tuple[Change, ...]
 ) -> Mapping[str, Recipient]:
     """The recipients after ``changes``: exactly what the plan showed, nothing recomputed."""
-    steps = [
-        step
-        for c in changes
-        for step in (
-            ((c.renamed_from, None), (c.address, c.new))
-            if c.renamed_from is not None
-            else ((c.address, c.new),)
-        )
-    ]
     if isinstance(existing, StoredRecipients):
-        return existing.updated(steps)
+        return existing.updated(_steps(changes))
+    # (no list of the steps: a first apply has one for every address, next to the result)
     result = dict(existing)
-    for address, recipient in steps:
+    for address, recipient in _steps(changes):
         if recipient is None:
             del result[address]
         else:
             result[address] = recipient
     return result
+
+
+def _steps(changes: Iterable[Change]) -> Iterator[tuple[str, Recipient | None]]:
+    """Each change as (address, recipient or None for removal): a rename is two."""
+    for change in changes:
+        if change.renamed_from is not None:
+            yield change.renamed_from, None
+        yield change.address, change.new
