@@ -275,23 +275,14 @@ class _UserMapper:
         for raw in addresses:
             if raw == primary_raw:
                 continue  # AD repeats the mail attribute as "SMTP:…": nothing to normalize
-            if plain:
-                # The usual alias, ASCII letters and digits at a managed domain, is valid as
-                # it is and claimed here; claimed again if the entry repeats it, to no effect.
-                address = raw.lower()
-                local, _, domain = address.rpartition("@")
-                if (
-                    domain in usual
-                    and local.isalnum()
-                    and local.isascii()
-                    and len(local) <= 64
-                    and address != primary
-                ):  # (what _usual tells, inline: this runs for every alias)
-                    if (owner := owners.setdefault(address, dn)) == dn:
-                        recipients[address] = alias
-                    else:  # as _claim does
-                        result.conflicts.setdefault(address, {owner}).add(dn)
-                    continue
+            # The usual alias is valid as written and claimed here; claimed again if the
+            # entry repeats it, to no effect.
+            if plain and (address := _usual(raw, usual)) is not None and address != primary:
+                if (owner := owners.setdefault(address, dn)) == dn:
+                    recipients[address] = alias
+                else:  # as _claim does
+                    result.conflicts.setdefault(address, {owner}).add(dn)
+                continue
             address = normalize(raw)
             if address is None:
                 self._invalid(entry, raw)
