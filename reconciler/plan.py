@@ -45,6 +45,8 @@ class Change(NamedTuple):
 
     def describe(self) -> str:
         """One human line: ``+ alice@example.com  mailbox "Alice Smith"``."""
+        if self.action == "add" and self.new is not None:  # every line of a first plan: first
+            return f"+ {self.address}  {summarize(self.new)}"
         if self.action == "update":
             details = ", ".join(f"{f}: {_show(o)} → {_show(n)}" for f, o, n in self.field_changes())
             if self.renamed_from is not None:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from reconciler import __version__
-from reconciler.plan import DomainPlan, summarize
+from reconciler.plan import DomainPlan
 
 PLAN_FORMAT_VERSION = 1
 
@@ -21,11 +21,7 @@ def iter_domain_text(plan: DomainPlan, *, max_changes: int | None = None) -> Ite
     yield f"{plan.domain}  ({plan.source})"
     shown = plan.changes if max_changes is None else plan.changes[:max_changes]
     for change in shown:
-        # (an addition, every line of a first plan, as Change.describe writes it)
-        if change.action == "add" and change.new is not None:
-            yield f"  + {change.address}  {summarize(change.new)}"
-        else:
-            yield f"  {change.describe()}"
+        yield f"  {change.describe()}"
     if len(shown) < len(plan.changes):
         yield f"  … and {len(plan.changes) - len(shown)} more changes"
     skipped = plan.skipped if max_changes is None else plan.skipped[:max_changes]
