@@ -52,6 +52,24 @@ def is_plain(address: str) -> bool:
     )
 
 
+def plain_domains(domains: Iterable[str]) -> frozenset[str]:
+    """Those of ``domains`` (lower case) at which an ASCII letters-and-digits local part makes
+    an address valid as it is: the domains :func:`usual_address` takes."""
+    return frozenset(d for d in domains if is_plain("a@" + d))
+
+
+def usual_address(value: Value, domains: frozenset[str]) -> str | None:
+    """``value`` lower-cased when it has the usual shape, ASCII letters and digits at one of
+    ``domains`` (from :func:`plain_domains`): what normalize() gives it, for less (it runs for
+    every address of a directory); else None."""
+    if type(value) is not str:
+        return None
+    address = value.lower()
+    local, _, domain = address.rpartition("@")
+    usual = domain in domains and local.isalnum() and local.isascii() and len(local) <= 64
+    return address if usual else None
+
+
 @functools.lru_cache(maxsize=4096)
 def _plain_domain(domain: str) -> bool:
     # A directory has a handful of domains for hundreds of thousands of addresses: each

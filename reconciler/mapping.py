@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from reconciler.addresses import (
     identity,
     invalid_reason,
-    is_plain,
     mail_values,
     normalize,
+    plain_domains,
     primary_values,
     text,
+    usual_address,
 )
 from reconciler.directory import Entry, Value, normalize_dn
 from reconciler.disabled import disabled_matcher
@@ -126,18 +127,6 @@ def map_entries(
     return finish(result)
 
 
-def _usual(value: Value, domains: frozenset[str]) -> str | None:
-    """The address ``value`` lower-cased when it has the usual shape, ASCII letters and digits
-    at one of ``domains`` (each valid in such an address): what normalize() gives it, for
-    less; else None."""
-    if type(value) is not str:
-        return None
-    address = value.lower()
-    local, _, domain = address.rpartition("@")
-    usual = domain in domains and local.isalnum() and local.isascii() and len(local) <= 64
-    return address if usual else None
-
-
 def finish(result: MappingResult) -> MappingResult:
     """Drop the addresses in conflict: no recipient is better than a guessed one."""
     for address in result.conflicts:
@@ -185,8 +174,7 @@ class _UserMapper:
         # With no exclusions and no trace, accepting an address is one domain lookup and
         # claiming it one setdefault: done inline, without the methods' bookkeeping.
         self.plain = self.excludes is None and self.trace is None
-        # An alias of letters and digits at one of these is valid as written (lower-cased).
-        self.plain_domains = frozenset(d for d in self.managed if is_plain("a@" + d))
+        self.plain_domains = plain_domains(self.managed)
 
     def map(self, entry: Entry) -> None:
         result, attributes = self.result, entry.attributes
@@ -219,7 +207,7 @@ class _UserMapper:
         if primary_raw is None:
             result.dropped[NO_ADDRESS] += 1
             return
-        primary = _usual(primary_raw, self.plain_domains) or normalize(primary_raw)
+        primary = usual_address(primary_raw, self.plain_domains) or normalize(primary_raw)
         if primary is None:
             self._invalid(entry, primary_raw)
             return
@@ -277,7 +265,7 @@ class _UserMapper:
                 continue  # AD repeats the mail attribute as "SMTP:…": nothing to normalize
             # The usual alias is valid as written and claimed here; claimed again if the
             # entry repeats it, to no effect.
-            if plain and (address := _usual(raw, usual)) is not None and address != primary:
+            if plain and (address := usual_address(raw, usual)) is not None and address != primary:
                 if (owner := owners.setdefault(address, dn)) == dn:
                     recipients[address] = alias
                 else:  # as _claim does

@@ -11,7 +11,13 @@ from gitrepo import User, invoke, make_repo, users
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.addresses import invalid_reason, is_plain, normalize
+from reconciler.addresses import (
+    invalid_reason,
+    is_plain,
+    normalize,
+    plain_domains,
+    usual_address,
+)
 from reconciler.directory import Entry
 from reconciler.mapping import INVALID, InvalidValue, map_entries
 from reconciler.spec import DomainSpec, build_spec
@@ -202,3 +208,23 @@ def test_values_that_cannot_be_plain_addresses_never_reach_the_domain_cache() ->
     for value in ("no-at-sign-" * 40, "x@" + "a" * 64 + ".com", "l" * 65 + "@example.com"):
         assert not is_plain(value)
     assert _plain_domain.cache_info().currsize == before
+
+
+_MANAGED = ["example.com", "example.net", "xn--bcher-kva.example", "a" * 64 + ".example", "x"]
+
+
+@given(
+    local=st.text(st.sampled_from("aZ09é.+ _-"), max_size=66),
+    domain=st.sampled_from([*_MANAGED, "Example.COM", "example.com ", "other.test"]),
+)
+def test_the_usual_address_shape_is_normalized_as_normalize_does_it(
+    local: str, domain: str
+) -> None:
+    usual_domains = plain_domains(_MANAGED)
+    assert usual_domains == {"example.com", "example.net"}  # (the others are not plain)
+    value = f"{local}@{domain}"
+    usual = usual_address(value, usual_domains)
+    assert usual is None or usual == normalize(value)
+    short_way = local.isascii() and local.isalnum() and len(local) <= 64
+    if short_way and domain.lower() in usual_domains:
+        assert usual == value.lower()

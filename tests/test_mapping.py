@@ -521,25 +521,3 @@ def test_addresses_claimed_inline_are_claimed_as_with_exclusions_or_a_trace(
         assert inline.conflicts == general.conflicts
         assert inline.dropped == general.dropped
         assert inline.invalid == general.invalid
-
-
-_MANAGED = ["example.com", "example.net", "xn--bcher-kva.example", "a" * 64 + ".example", "x"]
-
-
-@given(
-    local=st.text(st.sampled_from("aZ09é.+ _-"), max_size=66),
-    domain=st.sampled_from([*_MANAGED, "Example.COM", "example.com ", "other.test"]),
-)
-def test_the_usual_address_shape_is_normalized_as_normalize_does_it(
-    local: str, domain: str
-) -> None:
-    from reconciler.addresses import is_plain, normalize
-    from reconciler.mapping import _usual
-
-    usual_domains = frozenset(d for d in _MANAGED if is_plain("a@" + d))
-    value = f"{local}@{domain}"
-    usual = _usual(value, usual_domains)
-    assert usual is None or usual == normalize(value)
-    short_way = local.isascii() and local.isalnum() and len(local) <= 64
-    if short_way and domain.lower() in usual_domains:
-        assert usual == value.lower()
