@@ -69,6 +69,12 @@ class DirectorySource(Protocol):
         ...
 
 
+def import_ldap_client() -> None:
+    """Import the LDAP client before its first use (a tenth of a second, mostly ldap3's), when
+    the time is free: while the specs are checked in a child process (see reconcile.py)."""
+    import reconciler.ldap_source  # noqa: F401
+
+
 def open_source(spec: DomainSpec, progress: Progress | None = None) -> DirectorySource:
     """The source the spec names; ``progress`` is told how far its reads have got."""
     # Imported here so that an LDIF-only run never loads the LDAP client, and the reverse.

@@ -9,15 +9,14 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
-
-import jsonschema
+from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import ConfigError, FilterSyntaxError, SpecErrors
+from reconciler.forked import verdict_in_child
 from reconciler.ldapfilter import parse_filter
 from reconciler.rules import rule_problems
 from reconciler.runspec import automation_problems
@@ -33,6 +32,11 @@ from reconciler.yamlio import JsonPath, Position, YamlDocument, load_yaml
 
 DEFAULTS_FILE = "defaults.yaml"
 SPEC_SCHEMA = "domain.schema.json"
+
+if TYPE_CHECKING:
+    import jsonschema
+
+SchemaErrors = Callable[[Any], Iterator["jsonschema.ValidationError"]]
 
 _DOMAIN_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
@@ -57,12 +61,6 @@ def schema_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).parent.parent / "schemas"
 
 
-@cache
-def _spec_validator() -> jsonschema.Draft7Validator:
-    schema = json.loads((schema_dir() / SPEC_SCHEMA).read_text(encoding="utf-8"))
-    return jsonschema.Draft7Validator(schema)
-
-
 def spec_files(inventory_dir: Path) -> list[Path]:
     """The domain spec files of an inventory, sorted (defaults.yaml is not one)."""
     if not inventory_dir.is_dir():
@@ -73,18 +71,33 @@ def spec_files(inventory_dir: Path) -> list[Path]:
     return sorted(p for p in inventory_dir.glob("*.yaml") if p.name != DEFAULTS_FILE)
 
 
-def load_specs(inventory_dir: Path, domains: Sequence[str] = ()) -> list[DomainSpec]:
-    """Load and validate the named domains (default: all); raise SpecErrors on any problem."""
-    specs, problems = check_inventory(inventory_dir, domains)
+def load_specs(
+    inventory_dir: Path,
+    domains: Sequence[str] = (),
+    *,
+    meanwhile: Callable[[], object] | None = None,
+) -> list[DomainSpec]:
+    """Load and validate the named domains (default: all); raise SpecErrors on any problem.
+
+    ``meanwhile``: work to get on with while the specs are checked against the schema (see
+    :func:`check_inventory`)."""
+    specs, problems = check_inventory(inventory_dir, domains, meanwhile=meanwhile)
     if problems:
         raise SpecErrors([str(p) for p in problems])
     return specs
 
 
 def check_inventory(
-    inventory_dir: Path, domains: Sequence[str] = ()
+    inventory_dir: Path,
+    domains: Sequence[str] = (),
+    *,
+    meanwhile: Callable[[], object] | None = None,
 ) -> tuple[list[DomainSpec], list[Problem]]:
-    """Validate the inventory; returns the valid specs and every problem found."""
+    """Validate the inventory; returns the valid specs and every problem found.
+
+    With ``meanwhile`` the schema check (and the import of jsonschema, a fifth of a second)
+    is done in a child process while this one runs ``meanwhile``; when the child finds the
+    schema has something to say, or cannot tell, it is asked again here, for the messages."""
     files = spec_files(inventory_dir)
     if domains:
         by_name = {p.stem.lower(): p for p in files}
@@ -100,19 +113,37 @@ def check_inventory(
 
     defaults_file = inventory_dir / DEFAULTS_FILE
     defaults = load_yaml(defaults_file) if defaults_file.exists() else None
-    problems: list[Problem] = []
-    if defaults is not None:
-        problems += _check_layer_alone(defaults)
-
-    specs: list[DomainSpec] = []
+    loaded: list[YamlDocument | Problem] = []
     for file in files:
         try:
-            doc = load_yaml(file)
+            loaded.append(load_yaml(file))
         except ConfigError as exc:  # a YAML error in one spec must not hide the other specs'
-            problems.append(Problem(None, [], exc.message))
+            loaded.append(Problem(None, [], exc.message))
+
+    def layers_of(doc: YamlDocument) -> list[YamlDocument]:
+        return [doc] + ([defaults] if defaults is not None else [])
+
+    def schema_clean() -> bool:
+        """Whether the schema finds nothing wrong with any file (what the checks below would
+        find with the schema's help)."""
+        if defaults is not None and _check_layer_alone(defaults, _schema_errors):
+            return False
+        documents = (d for d in loaded if isinstance(d, YamlDocument))
+        return not any(_schema_check(d, layers_of(d), _schema_errors) for d in documents)
+
+    schema_errors = _schema_errors
+    if meanwhile is not None and verdict_in_child(schema_clean, meanwhile):
+        schema_errors = _no_schema_errors
+
+    problems: list[Problem] = []
+    if defaults is not None:
+        problems += _check_layer_alone(defaults, schema_errors)
+    specs: list[DomainSpec] = []
+    for file, doc in zip(files, loaded, strict=True):
+        if isinstance(doc, Problem):
+            problems.append(doc)
             continue
-        layers = [doc] + ([defaults] if defaults is not None else [])
-        found = _check_spec(doc, layers, inventory_dir)
+        found = _check_spec(doc, layers_of(doc), inventory_dir, schema_errors)
         problems += [p for p in found if p not in problems]
         if not found:
             merged = _merge(defaults.data if defaults else {}, doc.data)
@@ -130,26 +161,54 @@ def _merge(base: Any, override: Any) -> Any:
     return override
 
 
-def _check_layer_alone(doc: YamlDocument) -> list[Problem]:
+def _check_layer_alone(doc: YamlDocument, schema_errors: SchemaErrors) -> list[Problem]:
     """The defaults on their own: every schema rule except the required keys."""
     if not isinstance(doc.data, dict):
         return [Problem(doc.locate([]), [], "expected a mapping of spec keys")]
-    errors = [e for e in _spec_validator().iter_errors(doc.data) if e.validator != "required"]
+    errors = [e for e in schema_errors(doc.data) if e.validator != "required"]
     return [p for e in errors for p in _schema_problems(e, [doc])]
 
 
 def _check_spec(
-    doc: YamlDocument, layers: list[YamlDocument], inventory_dir: Path
+    doc: YamlDocument, layers: list[YamlDocument], inventory_dir: Path, schema_errors: SchemaErrors
 ) -> list[Problem]:
+    problems = _schema_check(doc, layers, schema_errors)
+    if not problems:
+        problems = _semantic_problems(_merged(layers), doc, layers, inventory_dir)
+    return problems
+
+
+def _schema_check(
+    doc: YamlDocument, layers: list[YamlDocument], schema_errors: SchemaErrors
+) -> list[Problem]:
+    """What the schema finds wrong with the spec merged over its defaults."""
     if not isinstance(doc.data, dict):
         return [Problem(doc.locate([]), [], "expected a mapping of spec keys")]
+    errors = sorted(schema_errors(_merged(layers)), key=lambda e: list(map(str, e.path)))
+    return [p for e in errors for p in _schema_problems(e, layers)]
+
+
+def _merged(layers: list[YamlDocument]) -> Any:
+    """The spec (the first layer) over its defaults (the second, when a mapping)."""
     defaults = layers[1].data if len(layers) > 1 and isinstance(layers[1].data, dict) else {}
-    merged = _merge(defaults, doc.data)
-    errors = sorted(_spec_validator().iter_errors(merged), key=lambda e: list(map(str, e.path)))
-    problems = [p for e in errors for p in _schema_problems(e, layers)]
-    if not problems:
-        problems = _semantic_problems(merged, doc, layers, inventory_dir)
-    return problems
+    return _merge(defaults, layers[0].data)
+
+
+@cache
+def _spec_validator() -> jsonschema.Draft7Validator:
+    import jsonschema  # (not at the top: a plan imports it in a child process only)
+
+    schema = json.loads((schema_dir() / SPEC_SCHEMA).read_text(encoding="utf-8"))
+    return jsonschema.Draft7Validator(schema)
+
+
+def _schema_errors(data: Any) -> Iterator[jsonschema.ValidationError]:
+    return _spec_validator().iter_errors(data)
+
+
+def _no_schema_errors(data: Any) -> Iterator[jsonschema.ValidationError]:
+    """What the schema says of data it was checked against already (in a child process)."""
+    return iter(())
 
 
 def _locate(

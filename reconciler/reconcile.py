@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from reconciler.directory import DirectorySource, Progress, ReadInterrupted, open_source
+from reconciler.directory import (
+    DirectorySource,
+    Progress,
+    ReadInterrupted,
+    import_ldap_client,
+    open_source,
+)
 from reconciler.errors import ConfigError, GitError, RefusedError
 from reconciler.gitstore import GitStore, find_git_dir
 from reconciler.groups import members_of, read_groups
@@ -200,7 +206,9 @@ def plan_all(
 
     ``fingerprints``: record what each plan was made from, for `plan --out`."""
     planned = []
-    for spec in load_specs(workspace.inventory_dir, domains):
+    # The LDAP client is imported while the specs are checked: most inventories read LDAP,
+    # and one that reads LDIF only loses nothing on a machine with two cores.
+    for spec in load_specs(workspace.inventory_dir, domains, meanwhile=import_ldap_client):
         path = workspace.state_file(spec.domain)
         with bulk_objects():
             # Its lines are checked by the plan, as it compares them with the directory's.
@@ -423,7 +431,7 @@ def test_connection(
     workspace: Workspace, domain: str, show: int = 5, progress: Progress | None = None
 ) -> ConnectionReport:
     """Read a domain's directory once and report how (server, TLS, bind, base DN) and what."""
-    (spec,) = load_specs(workspace.inventory_dir, [domain])
+    (spec,) = load_specs(workspace.inventory_dir, [domain], meanwhile=import_ldap_client)
     source, result = read_directory(spec, progress=progress)
     first = sorted(result.recipients.items())[:show]
     return ConnectionReport(

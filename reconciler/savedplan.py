@@ -22,9 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
-
-import jsonschema
+from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import ConfigError, RefusedError
 from reconciler.inventory import schema_dir
@@ -32,6 +30,9 @@ from reconciler.plan import DomainPlan, plan_digest
 from reconciler.recipient import Recipient
 from reconciler.render import PLAN_FORMAT_VERSION, iter_json
 from reconciler.state import StoredRecipients, write_state
+
+if TYPE_CHECKING:
+    import jsonschema
 
 PLAN_SCHEMA = "plan.schema.json"
 FINGERPRINTS = ("spec", "state", "directory")
@@ -82,6 +83,8 @@ class SavedPlan:
 
 @cache
 def _plan_validator() -> jsonschema.Draft7Validator:
+    import jsonschema  # (not at the top: only reading a saved plan needs it)
+
     schema = json.loads((schema_dir() / PLAN_SCHEMA).read_text(encoding="utf-8"))
     return jsonschema.Draft7Validator(schema)
 

@@ -1,15 +1,22 @@
 """Inventory checks: each spec mistake is reported as ``file:line:col: message`` at its place.
 
 Each test writes a small inventory (defaults.yaml, <domain>.yaml files and the LDIF files they
-name) into tmp_path and runs the same check as `reconciler validate`.
+name) into tmp_path and runs the same check as `reconciler validate`, and each runs twice: with
+the schema checked in this process, and in a child process while this one gets on (as a plan
+checks the specs).
 """
 
 from __future__ import annotations
 
+import functools
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from reconciler import inventory as inventory_module
 from reconciler.errors import ConfigError, SpecErrors
 from reconciler.inventory import check_inventory, load_specs
 from reconciler.spec import FLAVOR_DEFAULTS, DirectorySpec, DomainSpec, UsersSpec
@@ -22,6 +29,34 @@ directory:
   flavor: active_directory
   ldif: data/example.ldif
 """
+
+
+@pytest.fixture(autouse=True, params=["here", "in a child process"])
+def schema_checked(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """In the second run, the module's check_inventory and load_specs are given work to do
+    meanwhile, so the schema is checked in a child process; a child answered every time."""
+    if request.param == "here":
+        yield
+        return
+    assert threading.active_count() == 1, "another thread runs: no child would be forked"
+    verdicts: list[bool | None] = []
+    ask_child = inventory_module.verdict_in_child
+
+    def verdict_in_child(check: Callable[[], bool], meanwhile: Callable[[], object]) -> bool | None:
+        verdicts.append(ask_child(check, meanwhile))
+        return verdicts[-1]
+
+    this_module = sys.modules[__name__]
+    meanwhile = {"meanwhile": lambda: None}
+    monkeypatch.setattr(
+        this_module, "check_inventory", functools.partial(check_inventory, **meanwhile)
+    )
+    monkeypatch.setattr(this_module, "load_specs", functools.partial(load_specs, **meanwhile))
+    monkeypatch.setattr(inventory_module, "verdict_in_child", verdict_in_child)
+    yield
+    assert None not in verdicts
 
 
 def inventory(tmp_path: Path, files: dict[str, str]) -> Path:
