@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from reconciler.cli_common import DomainArg, Options, command
-from reconciler.plan import summarize
+from reconciler.plan import shown, summarize
 from reconciler.reconcile import test_connection, watching
 from reconciler.secrets import Secret
 
@@ -27,7 +27,7 @@ def test_connection_command(options: Options, domain: DomainArg) -> int:
     for key, value in facts.items():
         typer.echo(f"{key + ':':<{width}} {value}")
     for address, recipient in report.first:
-        typer.echo(f"  {address}  {summarize(recipient)}")
+        typer.echo(f"  {shown(address)}  {summarize(recipient)}")
     return 0
 
 

@@ -75,10 +75,10 @@ def _explain(workspace: Workspace, spec: DomainSpec, address: str) -> Explanatio
 
 def describe(explanation: Explanation) -> list[str]:
     """The explanation as lines for a terminal."""
-    from reconciler.plan import summarize  # the plan's one-line form of a recipient
+    from reconciler.plan import shown, summarize  # the plan's one-line form of a recipient
 
     e = explanation
-    lines = [f"{e.address} in {e.domain}:"]
+    lines = [f"{shown(e.address)} in {e.domain}:"]
     lines.append(f"  state: {summarize(e.existing)}" if e.existing else "  state: not a recipient")
     if e.desired is not None:
         lines.append(f"  directory now: {summarize(e.desired)}")
@@ -99,5 +99,5 @@ def describe(explanation: Explanation) -> list[str]:
     for conflict in e.conflicts:
         lines.append(f"  conflict: {conflict.describe()}")
     for list_address in e.in_lists:
-        lines.append(f"  member of list {list_address}")
+        lines.append(f"  member of list {shown(list_address)}")
     return lines

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from reconciler.errors import ConfigError, StateError
 from reconciler.export import iter_state_json, sorted_recipients
 from reconciler.gitstore import Commit, GitStore
-from reconciler.plan import Change, summarize
+from reconciler.plan import Change, shown, shown_value, summarize
 from reconciler.recipient import Recipient, canonical_json
 from reconciler.state import State, parse_state
 
@@ -137,7 +137,7 @@ class AddressEvent:
         head = f"{commit.date}  {commit.short}  {self.domain}  {self.sync.action:<8}  {self.event}"
         if self.event == "changed":
             changes = self.field_changes()
-            details = ", ".join(f"{f}: {_shown(o)} → {_shown(n)}" for f, o, n in changes)
+            details = ", ".join(f"{f}: {shown_value(o)} → {shown_value(n)}" for f, o, n in changes)
         else:
             recipient = self.new or self.old
             assert recipient is not None
@@ -158,10 +158,6 @@ class AddressEvent:
             if self.event == "changed"
             else [],
         }
-
-
-def _shown(value: Any) -> str:
-    return "(none)" if value is None else json.dumps(value, ensure_ascii=False)
 
 
 def address_domains(workspace: Workspace, address: str, domains: Sequence[str]) -> list[str]:
@@ -296,7 +292,7 @@ class Snapshot:
             yield f"on hold: {self.state.hold.reason} (since {self.state.hold.since})"
         count = 0
         for address, recipient in sorted_recipients(self.state.recipients):
-            yield f"  {address}  {summarize(recipient)}"
+            yield f"  {shown(address)}  {summarize(recipient)}"
             count += 1
         yield f"{count} recipient{'' if count == 1 else 's'}"
 

@@ -45,21 +45,24 @@ class Change(NamedTuple):
 
     def describe(self) -> str:
         """One human line: ``+ alice@example.com  mailbox "Alice Smith"``."""
+        address = shown(self.address)
         if self.action == "add" and self.new is not None:  # every line of a first plan: first
-            return f"+ {self.address}  {summarize(self.new)}"
+            return f"+ {address}  {summarize(self.new)}"
         if self.action == "update":
-            details = ", ".join(f"{f}: {_show(o)} → {_show(n)}" for f, o, n in self.field_changes())
+            details = ", ".join(
+                f"{f}: {shown_value(o)} → {shown_value(n)}" for f, o, n in self.field_changes()
+            )
             if self.renamed_from is not None:
                 assert self.new is not None
                 details = f"renamed, {summarize(self.new)}" + (f"; {details}" if details else "")
-                return f"~ {self.renamed_from} → {self.address}  {details}"
-            return f"~ {self.address}  {details}"
+                return f"~ {shown(self.renamed_from)} → {address}  {details}"
+            return f"~ {address}  {details}"
         if self.action == "deactivate":
             assert self.old is not None
-            return f"! {self.address}  {summarize(self.old)} → disabled"
+            return f"! {address}  {summarize(self.old)} → disabled"
         recipient = self.new if self.action == "add" else self.old
         assert recipient is not None
-        return f"{SYMBOLS[self.action]} {self.address}  {summarize(recipient)}"
+        return f"{SYMBOLS[self.action]} {address}  {summarize(recipient)}"
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"action": self.action, "address": self.address}
@@ -90,17 +93,46 @@ def summarize(recipient: Recipient) -> str:
     """A short description of a recipient for plan lines (every line of a first plan)."""
     kind, name, _, status, target, members, _, _ = recipient
     if kind == "alias":
-        return f"alias → {target}"
-    text = f"{kind} {json_string(name)}" if name else kind
+        return f"alias → {shown(target)}" if target is not None else "alias"
+    text = f"{kind} {quoted(name)}" if name else kind
     if status and status != "active":
-        text += f" ({status})"
+        text += f" ({shown(status)})"
     if members is not None:
         text += f" {len(members)} members"
     return text
 
 
-def _show(value: Any) -> str:
-    return "(none)" if value is None else json.dumps(value, ensure_ascii=False)
+def shown(address: str) -> str:
+    """An address as plan lines show it: as it is, or quoted when it holds anything
+    unprintable. A hand-edited state can: a newline or a terminal escape there would break
+    the line a reviewer reads, or forge another."""
+    return address if address.isprintable() else quoted(address)
+
+
+def quoted(text: str) -> str:
+    """``text`` as a JSON string that prints as one plain line: JSON escapes the C0 controls,
+    and here the rest of the unprintable (DEL, C1 controls, bidirectional overrides, line
+    separators) is escaped too; json.loads gives ``text`` back."""
+    return _printable(json_string(text))
+
+
+def _printable(text: str) -> str:
+    if text.isprintable():  # (in C, and nearly always so)
+        return text
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(character: str) -> str:
+    code = ord(character)
+    if code > 0xFFFF:  # as JSON writes it: a surrogate pair
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
+
+
+def shown_value(value: Any) -> str:
+    """A field's value as plan lines show it: JSON, printable, or (none)."""
+    return "(none)" if value is None else _printable(json.dumps(value, ensure_ascii=False))
 
 
 @dataclass(frozen=True)

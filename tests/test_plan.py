@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 from strategies import any_recipient
 
 from reconciler.mapping import Conflict
-from reconciler.plan import Change, DomainPlan, apply_changes, compute_changes, summarize
+from reconciler.plan import (
+    Change,
+    DomainPlan,
+    apply_changes,
+    compute_changes,
+    shown,
+    summarize,
+)
 from reconciler.recipient import Recipient
 from reconciler.render import commit_message, render_json, render_text
 from reconciler.state import (
@@ -294,8 +301,43 @@ def test_a_loaded_state_is_walked_without_building_an_index_until_asked_by_addre
 
 @given(name=st.text(min_size=1))
 def test_plan_lines_quote_names_as_json_does(name: str) -> None:
-    mailbox = Recipient("mailbox", name, "1", "active")
-    assert summarize(mailbox) == f"mailbox {json.dumps(name, ensure_ascii=False)}"
+    """As JSON writes them, with what would not print (DEL, C1 controls, bidirectional
+    overrides, line separators…) escaped too: json.loads gives the name back."""
+    summary = summarize(Recipient("mailbox", name, "1", "active"))
+    assert summary.isprintable()
+    kind, _, shown_name = summary.partition(" ")
+    assert kind == "mailbox"
+    assert json.loads(shown_name) == name
+    if json.dumps(name, ensure_ascii=False).isprintable():
+        assert shown_name == json.dumps(name, ensure_ascii=False)
+
+
+@given(
+    action=st.sampled_from(["add", "update", "deactivate", "remove"]),
+    address=st.text(min_size=1),
+    renamed_from=st.none() | st.text(min_size=1),
+    old=any_recipient(st.text(min_size=1)),
+    new=any_recipient(st.text(min_size=1)),
+)
+def test_a_plan_line_is_one_printable_line_whatever_the_state_holds(
+    action: str, address: str, renamed_from: str | None, old: Recipient, new: Recipient
+) -> None:
+    """A hand-edited state can hold any text, newlines and terminal escapes included: a plan
+    line never breaks in two, or forges another, for it. A printable address is shown as
+    it is; any other is quoted, and json.loads gives it back."""
+    change = Change(action, address, old, new, renamed_from)  # type: ignore[arg-type]
+    line = change.describe()
+    assert line.isprintable()
+    assert f" {shown(address)}" in line
+
+
+@given(st.text())
+def test_an_address_is_shown_as_it_is_or_quoted_to_be_read_back(text: str) -> None:
+    assert shown(text).isprintable()
+    if text.isprintable():
+        assert shown(text) == text
+    else:
+        assert json.loads(shown(text)) == text
 
 
 @given(

@@ -561,6 +561,25 @@ def test_a_hand_edit_in_state_is_refused_and_survives(synced: Path) -> None:
     assert head(synced) == before
 
 
+def test_a_hand_edited_state_cannot_break_or_forge_plan_lines(synced: Path) -> None:
+    """The state is written by reconciler only, but a pull request can edit it: a newline or a
+    terminal escape in an address or an alias target is shown quoted, never printed as is."""
+    header, _, body = state_text(synced).partition("recipients:\n")
+    forged = (
+        '  "a\\u001b[31mx@example.com": '
+        '{"kind": "alias", "target": "evil\\n+ fake@example.com  mailbox"}\n'
+    )
+    state_path(synced).write_text(header + "recipients:\n" + forged + body, "utf-8")
+    commit_all(synced, "Hand edit")
+
+    result = invoke("plan")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert all(line.isprintable() for line in lines)
+    assert '  - "a\\u001b[31mx@example.com"  alias → "evil\\n+ fake@example.com  mailbox"' in lines
+    assert not any("fake" in line for line in lines if "evil" not in line)
+
+
 def test_an_uncommitted_directory_export_is_refused(synced: Path) -> None:
     """apply acts on what is committed: an edited but uncommitted export is refused."""
     before = head(synced)
