@@ -97,15 +97,16 @@ def write_inventory(directory: Path, server: SlapdServer, page_size: int) -> Non
     )
 
 
-# The entries read as a plan reads them: with the cyclic garbage collector paused (what
-# reconcile.bulk_objects does; importing reconcile would be the plan's start-up, not the read's).
+# The entries read as a plan reads them: the spec checked while the LDAP client is imported,
+# and the cyclic garbage collector paused (what reconcile.bulk_objects does; importing
+# reconcile would be the plan's start-up, not the read's).
 READ_ONLY = """
 import gc
 import sys
 from pathlib import Path
-from reconciler.directory import open_source
+from reconciler.directory import import_ldap_client, open_source
 from reconciler.inventory import load_specs
-(spec,) = load_specs(Path(sys.argv[1]))
+(spec,) = load_specs(Path(sys.argv[1]), meanwhile=import_ldap_client)
 gc.disable()
 count = sum(1 for _ in open_source(spec).entries())
 assert count == int(sys.argv[2]), count
