@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from reconciler.cli_common import DomainArg, Options, command
-from reconciler.plan import shown, summarize
+from reconciler.plan import summarize
+from reconciler.printable import shown
 from reconciler.reconcile import test_connection, watching
 from reconciler.secrets import Secret
 

@@ -9,6 +9,7 @@ from reconciler.addresses import normalize
 from reconciler.directory import normalize_dn
 from reconciler.inventory import load_specs
 from reconciler.mapping import Conflict, TraceEvent
+from reconciler.printable import shown
 from reconciler.recipient import Recipient
 from reconciler.reconcile import Workspace, read_directory
 from reconciler.spec import DomainSpec
@@ -75,7 +76,7 @@ def _explain(workspace: Workspace, spec: DomainSpec, address: str) -> Explanatio
 
 def describe(explanation: Explanation) -> list[str]:
     """The explanation as lines for a terminal."""
-    from reconciler.plan import shown, summarize  # the plan's one-line form of a recipient
+    from reconciler.plan import summarize  # the plan's one-line form of a recipient
 
     e = explanation
     lines = [f"{shown(e.address)} in {e.domain}:"]
@@ -91,11 +92,11 @@ def describe(explanation: Explanation) -> list[str]:
         lines.append("  directory now: not a recipient")
     for event in e.events:
         origin = f" ({event.origin})" if event.origin else ""
-        lines.append(f"  from {event.dn}{origin}: {event.outcome}")
+        lines.append(f"  from {shown(event.dn)}{origin}: {event.outcome}")
     if not e.events:
         lines.append("  no directory entry the spec reads has this address")
     for dn, via in e.admitted:
-        lines.append(f"  {dn} is admitted by only_members_of: member of {via}")
+        lines.append(f"  {shown(dn)} is admitted by only_members_of: member of {shown(via)}")
     for conflict in e.conflicts:
         lines.append(f"  conflict: {conflict.describe()}")
     for list_address in e.in_lists:

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from reconciler.errors import ConfigError, StateError
 from reconciler.export import iter_state_json, sorted_recipients
 from reconciler.gitstore import Commit, GitStore
-from reconciler.plan import Change, shown, shown_value, summarize
+from reconciler.plan import Change, summarize
+from reconciler.printable import shown, shown_value
 from reconciler.recipient import Recipient, canonical_json
 from reconciler.state import State, parse_state
 

@@ -25,6 +25,7 @@ from reconciler.addresses import (
 from reconciler.directory import Entry, Value, normalize_dn
 from reconciler.disabled import disabled_matcher
 from reconciler.ldapfilter import Filter
+from reconciler.printable import shown
 from reconciler.recipient import Recipient
 from reconciler.rules import compile_rules
 from reconciler.spec import DomainSpec
@@ -50,11 +51,10 @@ class Conflict:
     reason: str = "claimed"  # claimed (by several entries) | loop (lists containing each other)
 
     def describe(self) -> str:
+        dns = "; ".join(map(shown, self.dns))  # (DNs as the directory sends them)
         if self.reason == "loop":
-            return f"{self.address} is in a loop of lists containing each other: " + "; ".join(
-                self.dns
-            )
-        return f"{self.address} is claimed by {len(self.dns)} entries: " + "; ".join(self.dns)
+            return f"{shown(self.address)} is in a loop of lists containing each other: {dns}"
+        return f"{shown(self.address)} is claimed by {len(self.dns)} entries: {dns}"
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class InvalidValue:
     reason: str
 
     def describe(self) -> str:
-        return f"{self.dn}: {self.attribute} {self.value!r} skipped: {self.reason}"
+        return f"{shown(self.dn)}: {self.attribute} {self.value!r} skipped: {self.reason}"
 
 
 @dataclass(frozen=True)

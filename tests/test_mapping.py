@@ -521,3 +521,11 @@ def test_addresses_claimed_inline_are_claimed_as_with_exclusions_or_a_trace(
         assert inline.conflicts == general.conflicts
         assert inline.dropped == general.dropped
         assert inline.invalid == general.invalid
+
+
+def test_conflict_lines_show_an_unprintable_dn_quoted() -> None:
+    """DNs are printed as the directory sends them, unless one would break the line."""
+    conflict = Conflict("a@example.com", ("CN=Ann,DC=x", "CN=Bob\n+ b@example.com,DC=x"))
+    assert conflict.describe() == (
+        'a@example.com is claimed by 2 entries: CN=Ann,DC=x; "CN=Bob\\n+ b@example.com,DC=x"'
+    )

@@ -17,9 +17,9 @@ from reconciler.plan import (
     DomainPlan,
     apply_changes,
     compute_changes,
-    shown,
     summarize,
 )
+from reconciler.printable import shown
 from reconciler.recipient import Recipient
 from reconciler.render import commit_message, render_json, render_text
 from reconciler.state import (
