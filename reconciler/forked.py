@@ -35,7 +35,7 @@ def verdict_in_child(check: Callable[[], bool], meanwhile: Callable[[], object])
         os.close(write_end)
         meanwhile()
         return None
-    if pid == 0:  # pragma: no cover (the child leaves by os._exit, past any coverage)
+    if pid == 0:  # the child, which never returns from here
         _answer(check, read_end, write_end)
     os.close(write_end)
     with os.fdopen(read_end, "rb") as pipe:

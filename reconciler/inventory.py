@@ -143,11 +143,11 @@ def check_inventory(
         if isinstance(doc, Problem):
             problems.append(doc)
             continue
-        found = _check_spec(doc, layers_of(doc), inventory_dir, schema_errors)
+        layers = layers_of(doc)
+        found = _check_spec(doc, layers, inventory_dir, schema_errors)
         problems += [p for p in found if p not in problems]
         if not found:
-            merged = _merge(defaults.data if defaults else {}, doc.data)
-            specs.append(build_spec(merged, file, inventory_dir))
+            specs.append(build_spec(_merged(layers), file, inventory_dir))
     return specs, problems
 
 

@@ -10,11 +10,11 @@ from typing import Any
 from reconciler.recipient import json_string
 
 
-def shown(address: str) -> str:
-    """An address as plan lines show it: as it is, or quoted when it holds anything
+def shown(text: str) -> str:
+    """An address, a DN…, as plan lines show it: as it is, or quoted when it holds anything
     unprintable. A hand-edited state can: a newline or a terminal escape there would break
     the line a reviewer reads, or forge another."""
-    return address if address.isprintable() else quoted(address)
+    return text if text.isprintable() else quoted(text)
 
 
 def quoted(text: str) -> str:
