@@ -146,7 +146,7 @@ class LdapSource:
                 self._failures[server.url] = exc.message
                 if len(self._failures) < len(self._servers):
                     raise ReadInterrupted(f"{server.url}: {exc.message}") from None
-                break
+                # (every server has failed now: the loop runs out, to the error below)
             finally:
                 close(connection)
         tried = "; ".join(f"{url}: {why}" for url, why in self._failures.items())

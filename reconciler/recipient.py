@@ -14,8 +14,9 @@ STATUSES = ("active", "disabled")
 FIELD_ORDER = ("kind", "name", "id", "status", "username", "privileges", "target", "members")
 _MAILBOX_FIELDS = frozenset(("kind", "name", "id", "status", "username"))
 # Characters YAML does not allow raw in a double-quoted scalar, or reads as a line break.
+# (A raw string: re reads the escapes, so the source holds no lone surrogate.)
 _YAML_UNSAFE = re.compile(
-    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]"
+    r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]"
 )
 
 
@@ -136,7 +137,7 @@ class Recipient(NamedTuple):
         for field in ("name", "id", "status", "username", "target"):
             if data.get(field) is not None and not isinstance(data[field], str):
                 raise ValueError(f"{field} must be a string")
-        if data.get("status") not in (None, *STATUSES):
+        if data.get("status") is not None and data["status"] not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}")
         if kind == "alias" and not data.get("target"):
             raise ValueError("an alias needs a target")

@@ -90,8 +90,8 @@ class StoredRecipients(Mapping[str, Recipient]):
 
     @classmethod
     def _backed_by(cls, lines: _FileLines | _UpdatedLines, count: int | None) -> StoredRecipients:
-        stored = cls.__new__(cls)
-        stored._lines, stored._index, stored._count, stored._lookups = lines, None, count, 0
+        stored = cls({})
+        stored._lines, stored._index, stored._count = lines, None, count
         return stored
 
     def _file(self) -> _FileLines | None:
