@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from reconciler import __version__, cli_directory, cli_state, cli_sync
+from reconciler import COMPILED, __version__, cli_directory, cli_state, cli_sync
 from reconciler.cli_common import Command
 
 app = typer.Typer(
@@ -47,7 +47,7 @@ for _command in COMMANDS:
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"reconciler {__version__}")
+        typer.echo(f"reconciler {__version__} ({COMPILED})")
         raise typer.Exit()
 
 

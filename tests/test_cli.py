@@ -29,7 +29,7 @@ from gitrepo import (
 )
 from typer.testing import Result
 
-from reconciler import __version__
+from reconciler import COMPILED, __version__
 from reconciler.cli import app
 
 pytestmark = pytest.mark.git
@@ -78,7 +78,7 @@ def assert_error(result: Result, code: int, *fragments: str) -> None:
 def test_version_prints_the_version_on_stdout() -> None:
     result = invoke("--version")
     assert result.exit_code == 0
-    assert result.stdout == f"reconciler {__version__}\n"
+    assert result.stdout == f"reconciler {__version__} ({COMPILED})\n"
     assert result.stderr == ""
 
 
