@@ -7,6 +7,7 @@ lists them; what every command shares is in cli_common.py.
 
 from __future__ import annotations
 
+import gc
 from typing import Annotated
 
 import typer
@@ -64,4 +65,10 @@ def _main(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    finally:
+        # What the command made (a first plan's hundreds of thousands of changes) is still
+        # referenced from the exiting frames: frozen, the collection at interpreter exit
+        # does not walk it all (0.5 s at 100k users) before it is freed anyway.
+        gc.freeze()

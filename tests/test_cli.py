@@ -3,6 +3,7 @@ one ``Error: …`` line on stderr, tracebacks only with ``--debug``, every comma
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import os
@@ -30,7 +31,7 @@ from gitrepo import (
 from typer.testing import Result
 
 from reconciler import COMPILED, __version__
-from reconciler.cli import app
+from reconciler.cli import app, main
 
 pytestmark = pytest.mark.git
 
@@ -80,6 +81,23 @@ def test_version_prints_the_version_on_stdout() -> None:
     assert result.exit_code == 0
     assert result.stdout == f"reconciler {__version__} ({COMPILED})\n"
     assert result.stderr == ""
+
+
+def test_main_leaves_what_the_command_made_to_exit_without_a_last_collection(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The objects the exiting frames still hold are frozen, so the collection at interpreter
+    exit skips them (a first plan's changes: half a second at 100k users)."""
+    monkeypatch.setattr(sys, "argv", ["reconciler", "--version"])
+    assert gc.get_freeze_count() == 0
+    try:
+        with pytest.raises(SystemExit) as exited:
+            main()
+        assert exited.value.code == 0
+        assert capsys.readouterr().out.startswith("reconciler ")
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
 
 
 def test_validate_the_demo_inventory() -> None:
