@@ -32,9 +32,8 @@ COMPILED = (
     "reconciler/recipient.py",
     "reconciler/renames.py",
     "reconciler/render.py",
+    "reconciler/state.py",
 )
-# Not state.py: mypyc makes its Mapping subclass (StoredRecipients) share Mapping's ABC caches,
-# and then isinstance(a_dict, StoredRecipients) is true.
 # The shared library of the compiled modules, inside the package.
 GROUP = "reconciler._native"
 DIGESTS = "reconciler/_compiled.json"
@@ -63,7 +62,8 @@ class CompileHook(BuildHookInterface):
         scratch = Path(tempfile.mkdtemp(prefix="reconciler-mypyc-"))
         try:
             built = compile_modules(root, scratch)
-        except Exception as exc:  # no compiler, no headers, a mypyc bug: Python still works
+        except (Exception, SystemExit) as exc:  # no compiler, no headers, a mypyc error
+            # (mypyc exits on the errors it finds): Python still works
             self.app.display_warning(
                 f"compiling with mypyc failed ({type(exc).__name__}: {exc}); installing "
                 "pure Python, which is slower (gcc and the Python headers are needed)"

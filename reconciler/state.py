@@ -9,9 +9,11 @@ safe loader, and is rewritten canonically by the next apply.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import itertools
 import json
+import operator
 import os
 import re
 import tempfile
@@ -131,7 +133,7 @@ class StoredRecipients(Mapping[str, Recipient]):
         if file is not None:
             return file.addresses()
         if self._index is None:
-            return (address for address, _ in self.items_text())
+            return map(_ADDRESS, self.items_text())
         return iter(self._index)
 
     def __len__(self) -> int:
@@ -205,6 +207,13 @@ class StoredRecipients(Mapping[str, Recipient]):
         return StoredRecipients._backed_by(lines, None)
 
 
+if "_abc_impl" not in vars(StoredRecipients):
+    # Compiled with mypyc, the class is made without ABCMeta.__new__, which gives each ABC
+    # class caches of its own: it would share Mapping's, and one isinstance() answer about
+    # StoredRecipients would be taken as Mapping's (a dict a StoredRecipients, or no Mapping).
+    abc._abc_init(StoredRecipients)  # type: ignore[attr-defined]  # ABCMeta.__new__'s own step
+
+_ADDRESS = operator.itemgetter(0)  # of an (address, line) pair
 # Lookups by address a loaded file answers by binary search before an index is built.
 _LOOKUPS_BEFORE_INDEX = 64
 # Lines compared at once with a file's text while they agree (then twice as many, up to the
@@ -249,7 +258,7 @@ class _FileLines:
             start = end + 1
 
     def addresses(self) -> Iterator[str]:
-        return (address for address, _ in self.items())
+        return map(_ADDRESS, self.items())
 
     def locate(self, address: str) -> tuple[int, bool]:
         """(where the line of ``address`` starts, True), or where it would go and False: a
@@ -482,6 +491,13 @@ def _key(address: str) -> str:
     return address if _PLAIN_KEY.match(address) else canonical_json(address)
 
 
+def _canonical_items(recipients: Mapping[str, Recipient]) -> Iterator[tuple[str, str]]:
+    """(address, canonical line) of each recipient, by address, made one at a time (a first
+    apply writes 100k of them; a generator expression here would be a list, compiled)."""
+    for address in sorted(recipients):
+        yield address, recipients[address].to_json()
+
+
 def dump_state(state: State, spec_source: str) -> str:
     """The canonical text of a state file: sorted, one recipient per line, byte-stable."""
     return "".join(iter_state_text(state, spec_source))
@@ -500,7 +516,7 @@ def iter_state_text(state: State, spec_source: str, lines_per_chunk: int = 4096)
     items = (
         recipients.items_text()
         if isinstance(recipients, StoredRecipients)
-        else ((a, recipients[a].to_json()) for a in sorted(recipients))
+        else _canonical_items(recipients)
     )
     first = next(items, None)  # (an updated view counts its lines only by walking them)
     yield _header(state, spec_source, empty=first is None)

@@ -7,6 +7,9 @@ file (and the line where it is known).
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +103,35 @@ def test_a_small_state_is_written_exactly_like_this() -> None:
 def test_the_output_does_not_depend_on_insertion_order() -> None:
     reordered = State("example.com", dict(reversed(list(SMALL.recipients.items()))))
     assert dump_state(reordered, SOURCE) == SMALL_TEXT
+
+
+# In a new interpreter: the ABCs' answers are cached for the whole process.
+ABC_ANSWERS = """
+import collections.abc, json, sys
+from reconciler.state import StoredRecipients
+stored = StoredRecipients({"a@example.com": '{"kind": "mailbox"}'})
+questions = [({}, StoredRecipients), ({}, collections.abc.Mapping), ([], StoredRecipients),
+             (stored, collections.abc.Mapping), (stored, StoredRecipients)]
+if sys.argv[1] == "mapping first":
+    questions.reverse()
+print(json.dumps({f"{type(o).__name__} {c.__name__}": isinstance(o, c) for o, c in questions}))
+"""
+
+
+@pytest.mark.parametrize("order", ["stored first", "mapping first"])
+def test_stored_recipients_are_a_mapping_and_a_dict_is_not_stored_recipients(order: str) -> None:
+    """Compiled with mypyc, the class would share Mapping's ABC caches without the fix in
+    state.py: an answer about one was then taken as the other's."""
+    answers = subprocess.run(
+        [sys.executable, "-c", ABC_ANSWERS, order], capture_output=True, text=True, check=True
+    )
+    assert json.loads(answers.stdout) == {
+        "dict StoredRecipients": False,
+        "dict Mapping": True,
+        "list StoredRecipients": False,
+        "StoredRecipients Mapping": True,
+        "StoredRecipients StoredRecipients": True,
+    }
 
 
 def test_an_empty_state_is_an_empty_mapping() -> None:
