@@ -22,5 +22,5 @@ if [ $# -eq 0 ]; then
     RECONCILER_COMPILED=0 RECONCILER_EXPECT_COMPILED=0 .venv/bin/python -m pytest -q \
         tests/test_ldapwire.py tests/test_ldap_source.py tests/test_mapping.py \
         tests/test_addresses.py tests/test_plan.py tests/test_guards.py tests/test_renames.py \
-        tests/test_markdown.py tests/test_compiled.py
+        tests/test_markdown.py tests/test_state.py tests/test_export.py tests/test_compiled.py
 fi
