@@ -34,18 +34,20 @@ class SourceFirst:
     ) -> ModuleSpec | None:
         if name not in self.names:
             return None
-        source = PACKAGE / (name.rpartition(".")[2] + ".py")
+        source = source_of(name)
         loader = importlib.machinery.SourceFileLoader(name, str(source))
         return importlib.util.spec_from_file_location(name, source, loader=loader)
 
 
+def source_of(name: str) -> Path:
+    """The source file of one of the package's modules (``reconciler.mapping``)."""
+    return PACKAGE / (name.rpartition(".")[2] + ".py")
+
+
 def compiled_modules() -> frozenset[str]:
     """The modules this install compiled: those with an extension module beside their source."""
-    return frozenset(
-        f"{__package__}.{path.name.partition('.')[0]}"
-        for path in PACKAGE.glob("*.so")
-        if (PACKAGE / (path.name.partition(".")[0] + ".py")).is_file()
-    )
+    names = (f"{__package__}.{path.name.partition('.')[0]}" for path in PACKAGE.glob("*.so"))
+    return frozenset(name for name in names if source_of(name).is_file())
 
 
 def stale(names: frozenset[str]) -> list[str]:
@@ -55,14 +57,15 @@ def stale(names: frozenset[str]) -> list[str]:
         digests = json.loads(DIGESTS.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return sorted(names)
+    if not isinstance(digests, dict):
+        return sorted(names)
     found = []
     for name in sorted(names):
-        source = PACKAGE / (name.rpartition(".")[2] + ".py")
         try:
-            current: str | None = hashlib.sha256(source.read_bytes()).hexdigest()
+            current: str | None = hashlib.sha256(source_of(name).read_bytes()).hexdigest()
         except OSError:
             current = None
-        if not isinstance(digests, dict) or current != digests.get(name):
+        if current != digests.get(name):
             found.append(name)
     return found
 

@@ -111,8 +111,9 @@ def test_a_missing_record_of_what_was_compiled_runs_python(package_copy: Path) -
     assert path.endswith("ldapwire.py")
 
 
-def test_an_unreadable_record_runs_python(package_copy: Path) -> None:
-    (package_copy / "reconciler" / "_compiled.json").write_text("{not json")
+@pytest.mark.parametrize("record", ["{not json", '["not", "a", "mapping"]'])
+def test_an_unreadable_record_runs_python(package_copy: Path, record: str) -> None:
+    (package_copy / "reconciler" / "_compiled.json").write_text(record)
 
     mode, path, _, _ = probe(package_copy)
 
